@@ -192,7 +192,7 @@ class CallbackList:
             self.history = History()
             self.callbacks.append(self.history)
         if add_progbar and not any(isinstance(c, ProgbarLogger) for c in self.callbacks):
-            self.callbacks.append(ProgbarLogger())
+            self.callbacks.append(ProgbarLogger(count_mode="steps"))
         self.trainer = trainer
         self.params: dict[str, Any] = dict(params or {})
         if trainer is not None:

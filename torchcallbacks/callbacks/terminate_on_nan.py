@@ -1,0 +1,37 @@
+"""`TerminateOnNaN`: stop training when the loss becomes NaN or infinite."""
+
+from __future__ import annotations
+
+import math
+
+from torchcallbacks.callbacks.base import Callback
+
+
+class TerminateOnNaN(Callback):
+    """Stops training at the first training batch whose loss is NaN or inf::
+
+        trainer.fit(x, y, epochs=10, callbacks=[TerminateOnNaN()])
+        # Batch 7: Invalid loss, terminating training
+
+    Training stops after that batch; validation, ``on_epoch_end`` and ``on_train_end`` still
+    run (Keras behaviour). With ``raise_error=True`` it raises a RuntimeError instead, so no
+    ``on_train_end`` runs (a BackupAndRestore backup is kept). Only ``loss`` is checked.
+    """
+
+    def __init__(self, raise_error: bool = False) -> None:
+        super().__init__()
+        self.raise_error = raise_error
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None or not (math.isnan(loss) or math.isinf(loss)):
+            return
+        if self.raise_error:
+            raise RuntimeError(
+                f"NaN or Inf loss encountered at batch {batch}. Loss value: {loss}. "
+                "Terminating training immediately."
+            )
+        if self.trainer is None or self.trainer.is_main_process:
+            print(f"Batch {batch}: Invalid loss, terminating training")
+        if self.trainer is not None:
+            self.trainer.stop_training = True

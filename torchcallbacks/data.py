@@ -1,0 +1,289 @@
+"""Data adaptation: turn what `fit`/`evaluate`/`predict` receive into batches on the device.
+
+In-memory tensors and arrays are batched by slicing with a per-epoch permutation (one
+``index_select`` per tensor and batch, on the device when the data fits there) instead of a
+per-sample ``Dataset`` + ``collate``, which is the largest cost of a small model's step.
+Datasets become DataLoaders; DataLoaders and other iterables of batches are used as given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+# Keep in-memory data on the GPU only when it takes at most this share of the free memory.
+_DEVICE_DATA_SHARE = 0.25
+
+
+def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move tensors inside nested tuples/lists/dicts to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, Mapping):
+        return {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def _to_tensor(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        tensor = torch.from_numpy(value)
+        return tensor.float() if tensor.dtype == torch.float64 else tensor
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _to_tensor(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return tuple(_to_tensor(v) for v in value)
+    raise TypeError(f"expected a tensor or NumPy array, got {type(value).__name__}")
+
+
+def _leaves(structure: Any) -> list[torch.Tensor]:
+    if isinstance(structure, Mapping):
+        return [t for v in structure.values() for t in _leaves(v)]
+    if isinstance(structure, tuple):
+        return [t for v in structure for t in _leaves(v)]
+    return [structure]
+
+
+def _rebuild(structure: Any, leaves: Iterator[torch.Tensor]) -> Any:
+    if isinstance(structure, Mapping):
+        return {k: _rebuild(v, leaves) for k, v in structure.items()}
+    if isinstance(structure, tuple):
+        return tuple(_rebuild(v, leaves) for v in structure)
+    return next(leaves)
+
+
+def is_array_like(x: Any) -> bool:
+    if isinstance(x, torch.Tensor | np.ndarray):
+        return True
+    if isinstance(x, Mapping):
+        return bool(x) and all(is_array_like(v) for v in x.values())
+    if isinstance(x, tuple | list):
+        return bool(x) and all(isinstance(v, torch.Tensor | np.ndarray) for v in x)
+    return False
+
+
+def _fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
+    if device.type != "cuda":
+        return device.type == "cpu" or all(t.device == device for t in tensors)
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(t.numel() * t.element_size() for t in tensors) <= free * _DEVICE_DATA_SHARE
+
+
+class TensorBatches:
+    """Batches of in-memory tensors: ``(inputs, targets)`` or inputs alone when ``y`` is None."""
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        batch_size: int,
+        shuffle: bool,
+        device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.structure = (_to_tensor(x), None if y is None else _to_tensor(y))
+        tensors = _leaves(self.structure[0]) + ([] if y is None else _leaves(self.structure[1]))
+        lengths = {len(t) for t in tensors}
+        if len(lengths) != 1:
+            x_len = len(_leaves(self.structure[0])[0])
+            y_len = len(_leaves(self.structure[1])[0]) if y is not None else x_len
+            raise ValueError(
+                f"x and y have different numbers of samples: x has {x_len}, y has {y_len}; "
+                "every input and target array needs the same first dimension."
+            )
+        self.num_samples = lengths.pop()
+        self.device = device
+        self.on_device = _fits_on_device(tensors, device)
+        target = device if self.on_device else torch.device("cpu")
+        self.tensors = [t.to(target) for t in tensors]
+        if not self.on_device and device.type == "cuda":
+            self.tensors = [t.pin_memory() for t in self.tensors]
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rank, self.world_size = rank, world_size
+        # Each rank takes every world_size-th sample of the (padded) order, like
+        # DistributedSampler, so ranks see disjoint shards of equal length.
+        self.shard_size = math.ceil(self.num_samples / world_size)
+        self.single = all(isinstance(part, torch.Tensor) for part in self.structure)
+
+    def __len__(self) -> int:
+        return math.ceil(self.shard_size / self.batch_size)
+
+    def epoch(
+        self,
+        epoch: int,
+        generator: torch.Generator,
+        skip: int = 0,
+        after_skip: Callable[[], None] | None = None,
+    ) -> Iterator[Any]:
+        """The batches of one epoch, from batch ``skip`` on; the order comes from ``generator``.
+
+        Skipped batches are never read. ``after_skip`` runs before the first batch is made.
+        """
+        order = None
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=generator)
+        if self.world_size > 1:
+            base = order if order is not None else torch.arange(self.num_samples)
+            padded = base.repeat(math.ceil(self.shard_size * self.world_size / self.num_samples))
+            order = padded[: self.shard_size * self.world_size][self.rank :: self.world_size]
+        if order is not None and self.on_device:
+            order = order.to(self.tensors[0].device)
+        non_blocking = self.device.type == "cuda"
+        bs, total = self.batch_size, self.shard_size
+        if after_skip is not None:
+            after_skip()
+        for start in range(skip * bs, total, bs):
+            if order is None:
+                parts = [t[start : start + bs] for t in self.tensors]
+            else:
+                index = order[start : start + bs]
+                parts = [t.index_select(0, index) for t in self.tensors]
+            if not self.on_device:
+                parts = [p.to(self.device, non_blocking=non_blocking) for p in parts]
+            yield self._structure(parts)
+
+    def _structure(self, parts: list[torch.Tensor]) -> Any:
+        if self.single:
+            return parts[0], parts[1]
+        leaves = iter(parts)
+        inputs = _rebuild(self.structure[0], leaves)
+        if self.structure[1] is None:
+            return inputs, None
+        return inputs, _rebuild(self.structure[1], leaves)
+
+
+class LoaderBatches:
+    """Batches from a DataLoader or any iterable of batches, moved to the device."""
+
+    def __init__(self, loader: Iterable[Any], device: torch.device) -> None:
+        self.loader = loader
+        self.device = device
+        self.reiterable = iter(loader) is not loader
+        self._iterator: Iterator[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def has_len(self) -> bool:
+        try:
+            len(self.loader)  # type: ignore[arg-type]
+        except TypeError:
+            return False
+        return True
+
+    def epoch(
+        self,
+        epoch: int,
+        generator: torch.Generator,
+        skip: int = 0,
+        after_skip: Callable[[], None] | None = None,
+    ) -> Iterator[Any]:
+        """One pass (re-iterable loaders) or the continuation of a one-shot iterator.
+
+        ``skip`` batches are drawn and dropped (a DataLoader's order comes from the RNG
+        state, which the trainer restores before this runs on resume); ``after_skip`` runs
+        once they are.
+        """
+        sampler = getattr(self.loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        if self.reiterable:
+            iterator = iter(self.loader)
+        else:
+            if self._iterator is None:
+                self._iterator = iter(self.loader)
+            iterator = self._iterator
+        non_blocking = self.device.type == "cuda"
+        device = self.device
+        for _ in range(skip):
+            next(iterator)
+        if after_skip is not None:
+            after_skip()
+        for batch in iterator:
+            yield move_to_device(batch, device, non_blocking)
+
+
+def make_batches(
+    x: Any,
+    y: Any,
+    batch_size: int | None,
+    shuffle: bool,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    generator: torch.Generator | None = None,
+) -> TensorBatches | LoaderBatches:
+    """Pick the adapter for ``x`` (see module docstring)."""
+    batch_size = 32 if batch_size is None else batch_size
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    if is_array_like(x):
+        return TensorBatches(x, y, batch_size, shuffle, device, rank, world_size)
+    if y is not None:
+        raise ValueError(
+            f"y is only accepted with tensor or NumPy inputs; x is a {type(x).__name__}, whose "
+            "batches must already be (inputs, targets) pairs."
+        )
+    if isinstance(x, DataLoader):
+        return LoaderBatches(x, device)
+    if isinstance(x, Dataset) and hasattr(x, "__len__"):
+        sampler = None
+        if world_size > 1:
+            sampler = DistributedSampler(x, num_replicas=world_size, rank=rank, shuffle=shuffle)
+        loader = DataLoader(
+            x,
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            generator=generator if sampler is None and shuffle else None,
+            pin_memory=device.type == "cuda",
+        )
+        return LoaderBatches(loader, device)
+    if isinstance(x, Iterable):
+        return LoaderBatches(x, device)
+    raise TypeError(
+        f"cannot train on {type(x).__name__}: pass a DataLoader, a Dataset, tensors or NumPy "
+        "arrays with y, or an iterable of (inputs, targets) batches."
+    )
+
+
+def split_validation(x: Any, y: Any, fraction: float) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """Split off the *last* ``fraction`` of the samples, before any shuffling (as Keras)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_split must be in (0, 1), got {fraction}")
+    if is_array_like(x):
+        x, y = _to_tensor(x), None if y is None else _to_tensor(y)
+        total = len(_leaves(x)[0])
+        cut = int(total * (1.0 - fraction))
+        if cut == 0 or cut == total:
+            raise ValueError(
+                f"validation_split={fraction} leaves no training or no validation samples "
+                f"out of {total}"
+            )
+        head = _map(x, lambda t: t[:cut]), _map(y, lambda t: t[:cut])
+        tail = _map(x, lambda t: t[cut:]), _map(y, lambda t: t[cut:])
+        return head, tail
+    if isinstance(x, Dataset) and hasattr(x, "__len__"):
+        total = len(x)
+        cut = int(total * (1.0 - fraction))
+        return (Subset(x, range(cut)), None), (Subset(x, range(cut, total)), None)
+    raise ValueError(
+        "validation_split needs tensors, NumPy arrays or a Dataset; with a DataLoader or "
+        "another iterable pass validation_data instead."
+    )
+
+
+def _map(structure: Any, fn: Any) -> Any:
+    if structure is None:
+        return None
+    return _rebuild(structure, iter([fn(t) for t in _leaves(structure)]))

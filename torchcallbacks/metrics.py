@@ -1,0 +1,316 @@
+"""Metrics and the objective: loss + metrics per batch, accumulated on the device.
+
+Sum-based values (the loss, metric names, callables) are added into one device tensor per
+batch, with no host synchronisation; `MetricTracker.logs` turns them into floats with a
+single transfer. Stateful metric objects (Keras-style ``update_state/result/reset_state``
+or torchmetrics-style ``update/compute/reset``) keep their own state.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from torchcallbacks.losses import loss_name, resolve_loss
+
+MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """Keras's accuracy: threshold 0.5 for one column, argmax for several."""
+    if y_pred.ndim == 1 or y_pred.shape[-1] == 1:
+        predicted = (y_pred.reshape(y_true.shape) > 0.5).to(y_true.dtype)
+        return (predicted == y_true).float().mean()
+    if y_true.shape == y_pred.shape:  # one-hot or probability targets
+        y_true = y_true.argmax(dim=-1)
+    return (y_pred.argmax(dim=-1) == y_true).float().mean()
+
+
+def mae(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    return (y_pred - y_true.reshape(y_pred.shape)).abs().float().mean()
+
+
+def mse(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    return (y_pred - y_true.reshape(y_pred.shape)).float().square().mean()
+
+
+METRICS: dict[str, MetricFn] = {"accuracy": accuracy, "acc": accuracy, "mae": mae, "mse": mse}
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def metric_name(metric: Any) -> str:
+    """The logs key: the name given, the object's ``name``, the callable's ``__name__``."""
+    if isinstance(metric, str):
+        return metric
+    name = getattr(metric, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    if hasattr(metric, "__name__"):
+        return metric.__name__
+    return _snake_case(type(metric).__name__)
+
+
+class StatefulMetric:
+    """Adapter over Keras-style and torchmetrics-style metric objects."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.keras_style = hasattr(metric, "update_state")
+
+    def update(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> None:
+        if self.keras_style:
+            self.metric.update_state(y_true, y_pred)
+        else:
+            self.metric.update(y_pred, y_true)
+
+    def result(self) -> Any:
+        return self.metric.result() if self.keras_style else self.metric.compute()
+
+    def reset(self) -> None:
+        if self.keras_style:
+            self.metric.reset_state()
+        else:
+            self.metric.reset()
+
+
+def _is_stateful(metric: Any) -> bool:
+    keras = all(hasattr(metric, a) for a in ("update_state", "result", "reset_state"))
+    torchmetrics = all(hasattr(metric, a) for a in ("update", "compute", "reset"))
+    return keras or torchmetrics
+
+
+def _resolve_metric(metric: Any) -> MetricFn | StatefulMetric:
+    if isinstance(metric, str):
+        if metric not in METRICS:
+            raise ValueError(
+                f"Unknown metric name {metric!r}. Valid names: {', '.join(sorted(METRICS))}; or "
+                "pass a callable (y_pred, y_true) -> tensor, or a metric object."
+            )
+        return METRICS[metric]
+    if _is_stateful(metric):
+        return StatefulMetric(metric)
+    if callable(metric):
+        return metric
+    raise TypeError(
+        f"metric {metric!r} is neither a name, a callable, nor an object with "
+        "update_state/result/reset_state or update/compute/reset"
+    )
+
+
+class _Head:
+    """The loss and metrics of one model output."""
+
+    def __init__(self, prefix: str, loss: Any, metrics: Sequence[Any]) -> None:
+        self.prefix = prefix
+        self.loss_label = loss_name(loss)
+        self.loss_fn = resolve_loss(loss)
+        self.sum_metrics: list[MetricFn] = []
+        self.sum_names: list[str] = []
+        self.stateful: list[tuple[str, StatefulMetric]] = []
+        for metric in metrics:
+            resolved = _resolve_metric(metric)
+            name = prefix + metric_name(metric)
+            if isinstance(resolved, StatefulMetric):
+                self.stateful.append((name, resolved))
+            else:
+                self.sum_metrics.append(resolved)
+                self.sum_names.append(name)
+
+    def loss(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        try:
+            value = self.loss_fn(y_pred, y_true)
+        except RuntimeError as error:
+            raise ValueError(
+                f"loss '{self.loss_label}' failed on model output of shape "
+                f"{tuple(getattr(y_pred, 'shape', ()))} and target of shape "
+                f"{tuple(getattr(y_true, 'shape', ()))}: {error}"
+            ) from error
+        if value.ndim != 0:
+            raise ValueError(
+                f"loss '{self.loss_label}' returned a tensor of shape {tuple(value.shape)}; a "
+                "loss must return a scalar (reduce it, e.g. with .mean())."
+            )
+        return value
+
+
+class Objective:
+    """Computes the loss (with grad) and the sum-metric values of a batch.
+
+    Single output: ``loss`` and ``metrics`` as given. Several outputs: ``loss`` and
+    ``metrics`` may be lists (per output, in order) or dicts (per output name); logs then
+    carry ``loss`` (the sum), ``<name>_loss`` and ``<name>_<metric>`` as Keras does.
+    """
+
+    def __init__(self, loss: Any, metrics: Any) -> None:
+        self.loss_spec = loss
+        self.metric_spec = metrics
+        self.heads: list[_Head] | dict[str, _Head] | None = None
+        self.names: list[str] = []
+        self.stateful: list[tuple[str, StatefulMetric]] = []
+        if loss is not None and not isinstance(loss, list | tuple | dict):
+            self._set_heads(_Head("", loss, self._metrics_for(None, 0)), None)
+
+    @property
+    def ready(self) -> bool:
+        return self.heads is not None
+
+    def _metrics_for(self, key: str | None, index: int) -> list[Any]:
+        spec = self.metric_spec
+        if spec is None:
+            return []
+        if isinstance(spec, dict):
+            return list(_as_list(spec.get(key, [])))
+        if isinstance(self.loss_spec, list | tuple) and spec and isinstance(spec[0], list | tuple):
+            return list(spec[index])
+        return list(_as_list(spec))
+
+    def _set_heads(self, single: _Head | None, several: list[_Head] | dict[str, _Head] | None):
+        self.heads = single if single is not None else several  # type: ignore[assignment]
+        heads = [single] if single is not None else _values(several)
+        if single is None:
+            self.names = ["loss"] + [h.prefix + "loss" for h in heads]
+        else:
+            self.names = ["loss"]
+        for head in heads:
+            self.names += head.sum_names
+            self.stateful += head.stateful
+
+    def build(self, outputs: Any) -> None:
+        """Bind per-output losses once the output structure is known (first batch)."""
+        if self.loss_spec is None:
+            raise ValueError(
+                "No loss given: pass loss= to Trainer (a Keras name such as 'mse', an "
+                "nn.Module, or a callable (y_pred, y_true) -> scalar tensor)."
+            )
+        spec = self.loss_spec
+        if isinstance(spec, dict):
+            if not isinstance(outputs, Mapping):
+                raise ValueError(
+                    "loss is a dict (per output name) but the model does not return a dict; "
+                    "pass a list of losses (per output, in order) instead."
+                )
+            unknown = set(spec) - set(outputs)
+            if unknown:
+                raise ValueError(
+                    f"loss names outputs {sorted(unknown)} that the model does not return; "
+                    f"its outputs are {sorted(outputs)}."
+                )
+            heads = {k: _Head(f"{k}_", spec[k], self._metrics_for(k, 0)) for k in spec}
+        else:
+            names = list(outputs) if isinstance(outputs, Mapping) else None
+            count = len(outputs) if isinstance(outputs, list | tuple | Mapping) else 1
+            if len(spec) != count:
+                raise ValueError(
+                    f"loss is a list of {len(spec)} losses but the model returns {count} "
+                    "output(s); give one loss per output."
+                )
+            heads = [
+                _Head(f"{names[i] if names else f'output_{i + 1}'}_", spec[i],
+                      self._metrics_for(names[i] if names else None, i))
+                for i in range(count)
+            ]
+        self._set_heads(None, heads)
+
+    def __call__(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Total loss (differentiable) and the detached values for the sum accumulator."""
+        heads = self.heads
+        if isinstance(heads, _Head):
+            loss = heads.loss(outputs, targets)
+            values = [loss.detach()]
+            for fn in heads.sum_metrics:
+                values.append(fn(outputs, targets).detach())
+            return loss, values
+        pairs = _pairs(heads, outputs, targets)
+        losses = [head.loss(y_pred, y_true) for head, y_pred, y_true in pairs]
+        total = torch.stack(losses).sum() if len(losses) > 1 else losses[0]
+        values = [total.detach()] + [loss.detach() for loss in losses]
+        for head, y_pred, y_true in pairs:
+            for fn in head.sum_metrics:
+                values.append(fn(y_pred, y_true).detach())
+        return total, values
+
+    def update_stateful(self, outputs: Any, targets: Any) -> None:
+        heads = self.heads
+        if isinstance(heads, _Head):
+            for _, metric in heads.stateful:
+                metric.update(outputs.detach(), targets)
+            return
+        for head, y_pred, y_true in _pairs(heads, outputs, targets):
+            for _, metric in head.stateful:
+                metric.update(y_pred.detach(), y_true)
+
+
+def _as_list(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, list | tuple) else [value]
+
+
+def _values(heads: Any) -> list[_Head]:
+    return list(heads.values()) if isinstance(heads, dict) else list(heads)
+
+
+def _pairs(heads: Any, outputs: Any, targets: Any) -> list[tuple[_Head, Any, Any]]:
+    if isinstance(heads, dict):
+        return [(head, outputs[k], targets[k]) for k, head in heads.items()]
+    if isinstance(outputs, Mapping):
+        outputs = list(outputs.values())
+    if isinstance(targets, Mapping):
+        targets = list(targets.values())
+    return list(zip(heads, outputs, targets))
+
+
+class MetricTracker:
+    """Running sums of the objective's values for one epoch (or one evaluation)."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+
+    def reset(self) -> None:
+        self.sums = None
+        self.count = 0
+        for _, metric in self.objective.stateful:
+            metric.reset()
+
+    def update(self, values: list[torch.Tensor], batch_size: int) -> None:
+        batch = torch.stack(values) if len(values) > 1 else values[0].reshape(1)
+        batch = batch.float() * batch_size
+        self.sums = batch if self.sums is None else self.sums + batch
+        self.count += batch_size
+
+    def logs(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+        """Running means as floats (one device→host transfer). ``reduce`` sums across ranks."""
+        if self.sums is None:
+            return {}
+        sums = self.sums
+        if reduce is not None:
+            sums = reduce(torch.cat([sums, sums.new_tensor([self.count])]))
+            count = sums[-1]
+            sums = sums[:-1]
+        else:
+            count = self.count
+        means = (sums / count).tolist()
+        logs = dict(zip(self.objective.names, means))
+        for name, metric in self.objective.stateful:
+            result = metric.result()
+            logs[name] = float(result) if _is_scalar(result) else result
+        return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": None if self.sums is None else self.sums.cpu(), "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
+        self.sums = None if state["sums"] is None else state["sums"].to(device)
+        self.count = int(state["count"])
+
+
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1
+    return isinstance(value, int | float) or (hasattr(value, "item") and getattr(value, "size", 1) == 1)

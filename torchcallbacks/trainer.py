@@ -1,0 +1,675 @@
+"""`Trainer`: Keras's fit / evaluate / predict around any ``nn.Module``.
+
+The loop emits Keras's hook events in Keras's order (KERAS_REFERENCE.md §1). Per-step work
+is kept to what a hand-written loop does: losses and metrics accumulate on the device, and
+batch logs (one host sync) are built only when a callback implements batch hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from torchcallbacks import __version__, distributed
+from torchcallbacks.callbacks.base import Callback, CallbackList
+from torchcallbacks.callbacks.history import History
+from torchcallbacks.data import LoaderBatches, TensorBatches, make_batches, split_validation
+from torchcallbacks.metrics import MetricTracker, Objective
+from torchcallbacks.optimizers import resolve_optimizer
+from torchcallbacks.rng import get_rng_state, set_rng_state
+
+_PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+class Trainer:
+    """Trains, evaluates and predicts with an existing module, Keras style.
+
+    Example::
+
+        model = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.ReLU(),
+                                    torch.nn.Linear(64, 3))
+        trainer = Trainer(model, optimizer="adam", loss="cross_entropy",
+                          metrics=["accuracy"])
+        history = trainer.fit(x, y, epochs=5, validation_split=0.2,
+                              callbacks=[EarlyStopping(patience=2)])
+        trainer.evaluate(x_test, y_test)
+        probabilities = trainer.predict(x_new).softmax(-1)
+
+    Options (keywords): ``precision`` ("32", "16-mixed", "bf16-mixed"),
+    ``accumulate_grad_batches`` (step every N batches and at each epoch end),
+    ``gradient_clip_norm`` / ``gradient_clip_value`` (after unscaling), ``compile``
+    (``torch.compile``, falls back to eager with a warning), ``channels_last``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | str | None = None,
+        loss: Any = None,
+        metrics: Sequence[Any] | Mapping[str, Any] | None = None,
+        device: str | torch.device | None = None,
+        *,
+        precision: str = "32",
+        accumulate_grad_batches: int = 1,
+        gradient_clip_norm: float | None = None,
+        gradient_clip_value: float | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if precision not in _PRECISIONS:
+            raise ValueError(
+                f"Unknown precision {precision!r}; use one of {', '.join(_PRECISIONS)}"
+            )
+        if accumulate_grad_batches < 1:
+            raise ValueError("accumulate_grad_batches must be an integer >= 1")
+        wrapped = model if isinstance(model, DistributedDataParallel) else None
+        self.model: torch.nn.Module = model.module if wrapped is not None else model
+        requested = torch.device(device) if device is not None else None
+        if wrapped is None:
+            requested = distributed.setup(requested)
+        if requested is None:
+            requested = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device: torch.device = requested
+        if wrapped is None:
+            self.model.to(self.device)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._module = wrapped or distributed.wrap(self.model, self.device)
+        self.optimizer = resolve_optimizer(optimizer, self.model.parameters())
+        self.objective = Objective(loss, metrics)
+        self._train_tracker = MetricTracker(self.objective)
+        self._eval_tracker = MetricTracker(self.objective)
+
+        self.precision = precision
+        self._autocast_dtype = _PRECISIONS[precision]
+        self.scaler = (
+            torch.amp.GradScaler(self.device.type) if precision == "16-mixed" else None
+        )
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_norm = gradient_clip_norm
+        self.gradient_clip_value = gradient_clip_value
+        self.channels_last = channels_last
+        self._compile_requested = compile
+
+        self.history: History | None = None
+        self._stop_training = False
+        self.stop_evaluating = False
+        self.stop_predicting = False
+        self.global_step = 0
+        self.global_train_batch = 0
+        self.current_epoch = 0
+        self.example_batch_inputs: Any = None
+        self._pending_resume: Mapping[str, Any] | None = None
+        self._callbacks: CallbackList | None = None
+        self._data_generator = torch.Generator()
+        self._epoch_start_state: dict[str, Any] | None = None
+        self._batch_index = -1
+        self._in_epoch = False
+        self.samples_per_epoch: int | None = None
+        self.batch_size: int | None = None
+        self.last_batch_size = 0
+
+    # -- distributed view ------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        return distributed.rank()
+
+    @property
+    def world_size(self) -> int:
+        return distributed.world_size()
+
+    @property
+    def is_main_process(self) -> bool:
+        """Only the main process (rank 0) writes files, prints and posts."""
+        return distributed.rank() == 0
+
+    # -- stopping --------------------------------------------------------------------------
+    @property
+    def stop_training(self) -> bool:
+        """Set to True (or ``model.stop_training = True``) to end `fit` after this batch."""
+        return self._stop_training or getattr(self.model, "stop_training", False) is True
+
+    @stop_training.setter
+    def stop_training(self, value: bool) -> None:
+        self._stop_training = bool(value)
+        with contextlib.suppress(AttributeError, TypeError):
+            self.model.stop_training = bool(value)
+
+    # -- learning rate ---------------------------------------------------------------------
+    def get_lr(self) -> float:
+        """The learning rate of the optimizer's first parameter group."""
+        return float(self._require_optimizer("read the learning rate").param_groups[0]["lr"])
+
+    def set_lr(self, value: float) -> None:
+        """Set the learning rate; other groups keep their ratio to the first group."""
+        groups = self._require_optimizer("set the learning rate").param_groups
+        first = float(groups[0]["lr"])
+        for group in groups:
+            ratio = float(group["lr"]) / first if first else 1.0
+            group["lr"] = float(value) * ratio
+
+    def _require_optimizer(self, action: str) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            raise ValueError(
+                f"Cannot {action} without an optimizer: pass one to Trainer, e.g. "
+                "Trainer(model, optimizer=torch.optim.Adam(model.parameters()), loss=...) "
+                'or optimizer="adam".'
+            )
+        return self.optimizer
+
+    # -- fit -------------------------------------------------------------------------------
+    def fit(
+        self,
+        x: Any,
+        y: Any = None,
+        batch_size: int | None = 32,
+        epochs: int = 1,
+        verbose: int | str = "auto",
+        callbacks: Sequence[Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        shuffle: bool = True,
+        initial_epoch: int = 0,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
+        validation_batch_size: int | None = None,
+        validation_freq: int | Sequence[int] = 1,
+        resume_from: str | None = None,
+    ) -> History:
+        """Train for ``epochs`` epochs and return the `History` (see SPEC.md)."""
+        optimizer = self._require_optimizer("fit")
+        if validation_split and validation_data is None:
+            (x, y), validation_data = split_validation(x, y, validation_split)
+        self._data_generator.manual_seed(distributed.shared_seed(self.device))
+        train = make_batches(
+            x, y, batch_size, shuffle, self.device, self.rank, self.world_size,
+            self._data_generator,
+        )
+        val = self._validation_batches(validation_data, validation_batch_size or batch_size)
+        steps = steps_per_epoch if steps_per_epoch is not None else _length(train)
+        self.batch_size = batch_size
+        self.samples_per_epoch = train.shard_size if isinstance(train, TensorBatches) else None
+        callbacks = self._callback_list(callbacks, True, verbose, epochs, steps)
+        self._callbacks = callbacks
+        self.history = callbacks.history
+        self.stop_training = False
+        self.global_train_batch = 0
+        if resume_from is not None:
+            from torchcallbacks.checkpoint_io import load_file
+
+            self.request_resume(load_file(resume_from))
+        self._maybe_compile()
+
+        callbacks.on_train_begin({})
+        start_epoch, skip = initial_epoch, 0
+        resume = self._pending_resume
+        self._pending_resume = None
+        if resume is not None:
+            start_epoch, skip = self._apply_resume(resume, callbacks)
+        batch_hooks = callbacks.implements_batch_hooks("train")
+        was_training = self._module.training
+        self._module.train()
+        epoch_logs: dict[str, Any] = {}
+        try:
+            for epoch in range(start_epoch, epochs):
+                self.current_epoch = epoch
+                resuming = resume if skip else None
+                self._begin_epoch_state(resuming)
+                callbacks.on_epoch_begin(epoch, {})
+                self._train_epoch(epoch, train, callbacks, batch_hooks, steps, skip, resuming)
+                skip = 0
+                epoch_logs = self._train_tracker.logs(self._reduce)
+                if val is not None and _should_validate(epoch, validation_freq):
+                    val_logs = self._run_evaluation(val, callbacks, validation_steps)
+                    epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                callbacks.on_epoch_end(epoch, epoch_logs)
+                if distributed.any_rank(self.stop_training, self.device):
+                    self.stop_training = True
+                    break
+        finally:
+            self._module.train(was_training)
+            self._in_epoch = False
+        callbacks.on_train_end(epoch_logs)
+        self._callbacks = None
+        return self.history  # type: ignore[return-value]
+
+    def _train_epoch(
+        self,
+        epoch: int,
+        train: TensorBatches | LoaderBatches,
+        callbacks: CallbackList,
+        batch_hooks: bool,
+        steps: int | None,
+        skip: int,
+        resume: Mapping[str, Any] | None,
+    ) -> None:
+        optimizer = self.optimizer
+        objective = self.objective
+        tracker = self._train_tracker
+        accumulate = self.accumulate_grad_batches
+        distributed_run = distributed.is_active()
+        after_skip = (lambda: set_rng_state(resume["rng"])) if resume is not None else None
+        pending = False  # gradients accumulated but not yet stepped
+        first = True
+        self._in_epoch = True
+        for batch_index, batch in enumerate(
+            train.epoch(epoch, self._data_generator, skip, after_skip), start=skip
+        ):
+            if steps is not None and batch_index >= steps:
+                break
+            self._batch_index = batch_index
+            if batch_hooks:
+                callbacks.on_train_batch_begin(batch_index, {})
+            inputs, targets = _split_batch(batch)
+            if first and self.example_batch_inputs is None:
+                self.example_batch_inputs = inputs
+            if not pending:
+                optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+            boundary = (batch_index + 1) % accumulate == 0
+            with self._no_sync(distributed_run and not boundary):
+                loss, values, outputs = self._compute(inputs, targets)
+                if accumulate > 1:
+                    loss = loss / accumulate
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            pending = True
+            if boundary:
+                self._optimizer_step()
+                pending = False
+            if objective.stateful:
+                objective.update_stateful(outputs, targets)
+            size = _batch_size(targets)
+            tracker.update(values, size)
+            self.last_batch_size = size
+            self.global_train_batch += 1
+            if batch_hooks:
+                callbacks.on_train_batch_end(batch_index, tracker.logs())
+            stop = self.stop_training
+            if distributed_run and (batch_hooks or first):
+                stop = distributed.any_rank(stop, self.device)
+            first = False
+            if stop:
+                self.stop_training = True
+                break
+        if pending:
+            self._optimizer_step()
+        self._in_epoch = False
+
+    def _compute(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
+        dtype = self._autocast_dtype
+        if dtype is None:
+            outputs = self._forward(inputs)
+            if self.objective.heads is None:
+                self.objective.build(outputs)
+            loss, values = self.objective(outputs, targets)
+            return loss, values, outputs
+        with torch.autocast(self.device.type, dtype=dtype):
+            outputs = self._forward(inputs)
+            if self.objective.heads is None:
+                self.objective.build(outputs)
+            loss, values = self.objective(outputs, targets)
+        return loss, values, outputs
+
+    def _forward(self, inputs: Any) -> Any:
+        module = self._module
+        if self.channels_last:
+            inputs = _channels_last(inputs)
+        if isinstance(inputs, torch.Tensor):
+            return module(inputs)
+        if isinstance(inputs, Mapping):
+            return module(**inputs)
+        if isinstance(inputs, tuple | list):
+            return module(*inputs)
+        return module(inputs)
+
+    def _optimizer_step(self) -> None:
+        optimizer = self.optimizer
+        scaler = self.scaler
+        if self.gradient_clip_norm is not None or self.gradient_clip_value is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            parameters = [p for g in optimizer.param_groups for p in g["params"]]
+            if self.gradient_clip_value is not None:
+                torch.nn.utils.clip_grad_value_(parameters, self.gradient_clip_value)
+            if self.gradient_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, self.gradient_clip_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        self.global_step += 1
+
+    def _no_sync(self, skip_sync: bool) -> Any:
+        if skip_sync and isinstance(self._module, DistributedDataParallel):
+            return self._module.no_sync()
+        return contextlib.nullcontext()
+
+    def _reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        return distributed.all_reduce_sum(tensor)
+
+    def _maybe_compile(self) -> None:
+        if not self._compile_requested:
+            return
+        self._compile_requested = False
+        try:
+            self._module = torch.compile(self._module)
+        except Exception as error:  # unsupported platform or Python version
+            warnings.warn(
+                f"torch.compile is not available here ({error}); training without it.",
+                stacklevel=3,
+            )
+
+    # -- evaluate / predict ----------------------------------------------------------------
+    def evaluate(
+        self,
+        x: Any,
+        y: Any = None,
+        batch_size: int | None = 32,
+        verbose: int | str = "auto",
+        steps: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
+        """The loss (a float) without metrics, else ``[loss, *metrics]``, or a dict."""
+        batches = make_batches(x, y, batch_size, False, self.device, self.rank, self.world_size)
+        callback_list = self._callback_list(
+            callbacks, False, verbose, 1, steps if steps is not None else _length(batches)
+        )
+        logs = self._run_evaluation(batches, callback_list, steps)
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
+
+    def _run_evaluation(
+        self, batches: TensorBatches | LoaderBatches, callbacks: CallbackList, steps: int | None
+    ) -> dict[str, Any]:
+        module = self._module
+        tracker = self._eval_tracker
+        was_training = module.training
+        module.eval()
+        tracker.reset()
+        self.stop_evaluating = False
+        callbacks.on_test_begin({})
+        batch_hooks = callbacks.implements_batch_hooks("test")
+        try:
+            with torch.no_grad():
+                for batch_index, batch in enumerate(batches.epoch(0, self._data_generator)):
+                    if steps is not None and batch_index >= steps:
+                        break
+                    if batch_hooks:
+                        callbacks.on_test_batch_begin(batch_index, {})
+                    inputs, targets = _split_batch(batch)
+                    _, values, outputs = self._compute(inputs, targets)
+                    if self.objective.stateful:
+                        self.objective.update_stateful(outputs, targets)
+                    tracker.update(values, _batch_size(targets))
+                    if batch_hooks:
+                        callbacks.on_test_batch_end(batch_index, tracker.logs())
+                    if self.stop_evaluating:
+                        break
+        finally:
+            module.train(was_training)
+        logs = tracker.logs(self._reduce)
+        callbacks.on_test_end(logs)
+        return logs
+
+    def predict(
+        self,
+        x: Any,
+        batch_size: int | None = 32,
+        verbose: int | str = "auto",
+        steps: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> Any:
+        """Outputs of every batch concatenated on the CPU (tensors, tuples or dicts)."""
+        batches = make_batches(x, None, batch_size, False, self.device, self.rank,
+                               self.world_size)
+        callback_list = self._callback_list(
+            callbacks, False, verbose, 1, steps if steps is not None else _length(batches)
+        )
+        module = self._module
+        was_training = module.training
+        module.eval()
+        self.stop_predicting = False
+        callback_list.on_predict_begin({})
+        batch_hooks = callback_list.implements_batch_hooks("predict")
+        outputs: list[Any] = []
+        try:
+            with torch.no_grad():
+                for batch_index, batch in enumerate(batches.epoch(0, self._data_generator)):
+                    if steps is not None and batch_index >= steps:
+                        break
+                    if batch_hooks:
+                        callback_list.on_predict_batch_begin(batch_index, {})
+                    if self._autocast_dtype is None:
+                        output = self._forward(_predict_inputs(batch))
+                    else:
+                        with torch.autocast(self.device.type, dtype=self._autocast_dtype):
+                            output = self._forward(_predict_inputs(batch))
+                    outputs.append(output)
+                    if batch_hooks:
+                        callback_list.on_predict_batch_end(batch_index, {"outputs": output})
+                    if self.stop_predicting:
+                        break
+        finally:
+            module.train(was_training)
+        callback_list.on_predict_end({})
+        return _concatenate(outputs)
+
+    # -- callbacks -------------------------------------------------------------------------
+    def _callback_list(
+        self,
+        callbacks: Sequence[Callback] | None,
+        training: bool,
+        verbose: int | str,
+        epochs: int,
+        steps: int | None,
+    ) -> CallbackList:
+        if callbacks is not None and not isinstance(callbacks, list | tuple | CallbackList):
+            raise TypeError(
+                f"callbacks must be a list of Callback instances, got {type(callbacks).__name__}"
+            )
+        if isinstance(callbacks, CallbackList):
+            callbacks = callbacks.callbacks
+        show_progress = verbose != 0 and self.is_main_process
+        return CallbackList(
+            callbacks,
+            trainer=self,
+            params={"verbose": verbose, "epochs": epochs, "steps": steps},
+            add_history=training,
+            add_progbar=show_progress,
+        )
+
+    def _validation_batches(
+        self, validation_data: Any, batch_size: int | None
+    ) -> TensorBatches | LoaderBatches | None:
+        if validation_data is None:
+            return None
+        if isinstance(validation_data, tuple) and len(validation_data) == 2:
+            x_val, y_val = validation_data
+            return make_batches(x_val, y_val, batch_size, False, self.device, self.rank,
+                                self.world_size)
+        if isinstance(validation_data, tuple):
+            raise ValueError(
+                "validation_data must be (x_val, y_val), a DataLoader, a Dataset or an iterable "
+                f"of batches; got a tuple of {len(validation_data)} items."
+            )
+        return make_batches(validation_data, None, batch_size, False, self.device, self.rank,
+                            self.world_size)
+
+    # -- checkpoints and resume ------------------------------------------------------------
+    def checkpoint_state(
+        self, epoch: int | None = None, logs: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Everything needed to reload or resume, as plain containers and tensors."""
+        callbacks = self._callbacks.callbacks if self._callbacks is not None else []
+        return {
+            "format": "torchcallbacks.checkpoint",
+            "version": __version__,
+            "model": self.model.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "epoch": self.current_epoch if epoch is None else epoch,
+            "global_step": self.global_step,
+            "callbacks": {_callback_key(i, c): c.state_dict() for i, c in enumerate(callbacks)},
+            "rng": get_rng_state(),
+            "training": self._training_position(),
+            "logs": dict(logs or {}),
+        }
+
+    def _training_position(self) -> dict[str, Any]:
+        if self._in_epoch:  # called from a batch hook: resume at the next batch
+            return {
+                "epoch": self.current_epoch,
+                "batch": self._batch_index + 1,
+                "global_train_batch": self.global_train_batch,
+                "tracker": self._train_tracker.state_dict(),
+                "epoch_start": self._epoch_start_state,
+            }
+        return {
+            "epoch": self.current_epoch + 1,
+            "batch": 0,
+            "global_train_batch": self.global_train_batch,
+            "tracker": None,
+            "epoch_start": None,
+            "data_generator": self._data_generator.get_state(),
+        }
+
+    def load_checkpoint_state(self, state: Mapping[str, Any], resume: bool = False) -> None:
+        """Load the module, optimizer and scaler of a checkpoint; ``resume`` also schedules
+        an exact resume of training (see `request_resume`)."""
+        self.model.load_state_dict(state["model"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.global_step = int(state.get("global_step", self.global_step))
+        if resume:
+            self.request_resume(state)
+
+    def request_resume(self, state: Mapping[str, Any]) -> None:
+        """Resume from ``state`` once every callback has run ``on_train_begin``."""
+        self._pending_resume = state
+
+    def _apply_resume(self, state: Mapping[str, Any], callbacks: CallbackList) -> tuple[int, int]:
+        self.load_checkpoint_state(state)
+        saved = state.get("callbacks", {})
+        for index, callback in enumerate(callbacks.callbacks):
+            key = _callback_key(index, callback)
+            if key in saved:
+                callback.load_state_dict(saved[key])
+        position = state["training"]
+        self.global_train_batch = int(position["global_train_batch"])
+        if position["batch"] == 0:
+            set_rng_state(state["rng"])
+            if position.get("data_generator") is not None:
+                self._data_generator.set_state(position["data_generator"])
+        return int(position["epoch"]), int(position["batch"])
+
+    def _begin_epoch_state(self, resume: Mapping[str, Any] | None) -> None:
+        """Reset the epoch accumulators, or restore them and the epoch's data order."""
+        if resume is None:
+            self._train_tracker.reset()
+            self._epoch_start_state = {
+                "data_generator": self._data_generator.get_state(),
+                "torch": torch.get_rng_state(),
+            }
+            return
+        position = resume["training"]
+        self._epoch_start_state = position["epoch_start"]
+        self._data_generator.set_state(self._epoch_start_state["data_generator"])
+        torch.set_rng_state(self._epoch_start_state["torch"])
+        self._train_tracker.load_state_dict(position["tracker"], self.device)
+
+    # -- files -----------------------------------------------------------------------------
+    def save_weights(self, path: str) -> None:
+        """Save the module's ``state_dict`` (``.h5``/``.hdf5``: HDF5, else ``torch.save``)."""
+        from torchcallbacks.checkpoint_io import save_weights
+
+        save_weights(self.model, path)
+
+    def load_weights(self, path: str) -> None:
+        """Load weights saved by `save_weights`, `save` or ModelCheckpoint into the module."""
+        from torchcallbacks.checkpoint_io import load_checkpoint
+
+        load_checkpoint(path, model=self.model)
+
+    def save(self, path: str) -> None:
+        """Save a full checkpoint: module, optimizer, epoch, callbacks' state, RNG."""
+        from torchcallbacks.checkpoint_io import save_checkpoint
+
+        save_checkpoint(path, self.checkpoint_state())
+
+
+def _callback_key(index: int, callback: Callback) -> str:
+    return f"{index}:{type(callback).__name__}"
+
+
+def _length(batches: TensorBatches | LoaderBatches) -> int | None:
+    if isinstance(batches, LoaderBatches) and not batches.has_len():
+        return None
+    return len(batches)
+
+
+def _should_validate(epoch: int, validation_freq: int | Sequence[int]) -> bool:
+    if isinstance(validation_freq, int):
+        if validation_freq < 1:
+            raise ValueError(f"validation_freq must be >= 1, got {validation_freq}")
+        return (epoch + 1) % validation_freq == 0
+    return epoch + 1 in validation_freq
+
+
+def _split_batch(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise ValueError(
+        "each batch must be an (inputs, targets) pair; got "
+        f"{type(batch).__name__}{f' of length {len(batch)}' if isinstance(batch, tuple | list) else ''}."
+        " Wrap single tensors as TensorDataset(x, y), or pass x and y to fit."
+    )
+
+
+def _predict_inputs(batch: Any) -> Any:
+    if isinstance(batch, tuple | list) and len(batch) in (1, 2):
+        return batch[0]
+    return batch
+
+
+def _batch_size(targets: Any) -> int:
+    if isinstance(targets, torch.Tensor):
+        return targets.shape[0]
+    if isinstance(targets, Mapping):
+        return _batch_size(next(iter(targets.values())))
+    if isinstance(targets, tuple | list):
+        return _batch_size(targets[0])
+    return len(targets)
+
+
+def _channels_last(inputs: Any) -> Any:
+    if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+        return inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
+def _concatenate(outputs: list[Any]) -> Any:
+    if not outputs:
+        return torch.empty(0)
+    first = outputs[0]
+    if isinstance(first, torch.Tensor):
+        return distributed.gather(torch.cat(outputs)).cpu()
+    if isinstance(first, Mapping):
+        return {k: _concatenate([o[k] for o in outputs]) for k in first}
+    if isinstance(first, tuple | list):
+        return type(first)(_concatenate([o[i] for o in outputs]) for i in range(len(first)))
+    return outputs
