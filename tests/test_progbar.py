@@ -1,0 +1,91 @@
+"""Progress bar text as a user sees it, captured from a pipe and from a pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from torchcallbacks import Trainer, ProgbarLogger
+    torch.manual_seed(0)
+    x = torch.randn(40, 3); y = x.sum(1, keepdim=True)
+    callbacks = [ProgbarLogger(style=sys.argv[2])] if sys.argv[2] != "default" else None
+    trainer = Trainer(torch.nn.Linear(3, 1), "sgd", "mse", metrics=["mae"])
+    trainer.fit(x, y, batch_size=10, epochs=2, verbose=int(sys.argv[1]), callbacks=callbacks,
+                validation_data=(x, y))
+    trainer.evaluate(x, y, batch_size=10, verbose=int(sys.argv[1]))
+    """
+)
+
+
+def _run(verbose: int, style: str = "default", tty: bool = False) -> str:
+    command = [sys.executable, "-c", SCRIPT, str(verbose), style]
+    if not tty:
+        return subprocess.run(command, capture_output=True, text=True, check=True,
+                              timeout=120).stdout
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(command, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=120)
+    os.close(leader)
+    return b"".join(chunks).decode()
+
+
+FINAL = (r"4/4 \[==============================\] - \d+s \d+(ms|us)/step - loss: \d+\.\d{4} "
+         r"- mae: \d+\.\d{4}")
+
+
+def test_piped_verbose_1_has_no_control_characters_and_keras2_lines():
+    out = _run(1)
+    assert not re.search(r"[\r\b\x1b]", out)
+    lines = out.splitlines()
+    assert lines[0] == "Epoch 1/2"
+    assert re.fullmatch(FINAL + r" - val_loss: \d+\.\d{4} - val_mae: \d+\.\d{4}", lines[1])
+    assert lines[2] == "Epoch 2/2"
+    assert re.fullmatch(FINAL + r" - val_loss: \d+\.\d{4} - val_mae: \d+\.\d{4}", lines[3])
+    assert re.fullmatch(FINAL, lines[4])  # evaluate prints its own bar
+    assert len(lines) == 5
+
+
+def test_piped_verbose_2_one_line_per_epoch():
+    lines = _run(2).splitlines()
+    pattern = (r"4/4 - \d+s - loss: \d+\.\d{4} - mae: \d+\.\d{4} - val_loss: \d+\.\d{4} - "
+               r"val_mae: \d+\.\d{4} - \d+(s|ms|us)/epoch - \d+(s|ms|us)/step")
+    assert lines[0] == "Epoch 1/2" and re.fullmatch(pattern, lines[1])
+    assert re.fullmatch(pattern, lines[3])
+
+
+def test_piped_keras3_style_has_no_ansi_and_counts_samples():
+    # A ProgbarLogger the user builds counts samples by default (tf.keras's default).
+    lines = _run(1, "keras3").splitlines()
+    assert re.fullmatch(
+        r"40/40 ━{20} \d+s \d+(ms|us)/sample - loss: \d+\.\d{4} - mae: \d+\.\d{4} - val_loss: "
+        r"\d+\.\d{4} - val_mae: \d+\.\d{4}", lines[1])
+
+
+def test_terminal_redraws_in_place():
+    out = _run(1, tty=True)
+    assert "\r" in out
+    # The last redraw of each epoch ends with the full bar and a newline.
+    finals = re.findall(r"\r(4/4 \[=+\][^\r\n]*?) *\r?\n", out)
+    assert len(finals) == 3
+    assert all(re.match(FINAL, line) for line in finals)
+
+
+def test_verbose_0_prints_nothing():
+    assert _run(0) == ""
