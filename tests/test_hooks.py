@@ -49,18 +49,27 @@ def test_fit_emits_keras_event_order(regression_data):
     x, y = regression_data
     spy = Spy()
     trainer = Trainer(linear_model(), "sgd", "mse", metrics=["mae"])
-    trainer.fit(x, y, batch_size=10, epochs=2, verbose=0, callbacks=[spy],
-                validation_data=(x[:5], y[:5]))
+    trainer.fit(
+        x, y, batch_size=10, epochs=2, verbose=0, callbacks=[spy], validation_data=(x[:5], y[:5])
+    )
     batch_keys = ["loss", "mae"]
     epoch = [
-        ("batch_begin", 0, {}), ("batch_end", 0, batch_keys),
-        ("batch_begin", 1, {}), ("batch_end", 1, batch_keys),
-        ("test_begin", {}), ("test_batch_end", 0, batch_keys), ("test_end", batch_keys),
+        ("batch_begin", 0, {}),
+        ("batch_end", 0, batch_keys),
+        ("batch_begin", 1, {}),
+        ("batch_end", 1, batch_keys),
+        ("test_begin", {}),
+        ("test_batch_end", 0, batch_keys),
+        ("test_end", batch_keys),
     ]
     epoch_keys = ["loss", "mae", "val_loss", "val_mae"]
     expected = (
-        [("train_begin", {}), ("epoch_begin", 0, {})] + epoch + [("epoch_end", 0, epoch_keys)]
-        + [("epoch_begin", 1, {})] + epoch + [("epoch_end", 1, epoch_keys)]
+        [("train_begin", {}), ("epoch_begin", 0, {})]
+        + epoch
+        + [("epoch_end", 0, epoch_keys)]
+        + [("epoch_begin", 1, {})]
+        + epoch
+        + [("epoch_end", 1, epoch_keys)]
         + [("train_end", epoch_keys)]
     )
     assert spy.events == expected
@@ -80,7 +89,10 @@ def test_lambda_callback_order_matches_keras_experiment(regression_data):
         x, y, batch_size=10, epochs=1, verbose=0, callbacks=[spy], validation_data=(x, y)
     )
     assert calls == [
-        ("train_begin", {}), ("batch_end", 0), ("batch_end", 1), ("test_begin", {}),
+        ("train_begin", {}),
+        ("batch_end", 0),
+        ("batch_end", 1),
+        ("test_begin", {}),
         ("epoch_end", 0, ["loss", "val_loss"]),
     ]
 
@@ -92,8 +104,9 @@ def test_batch_logs_are_running_sample_weighted_means(regression_data):
     seen = []
     recorder = LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(logs["loss"]))
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05), "mse")
-    history = trainer.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0,
-                          callbacks=[recorder])
+    history = trainer.fit(
+        x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[recorder]
+    )
 
     # Hand computation: the same SGD steps, batch losses weighted by batch size.
     reference = linear_model()
@@ -101,7 +114,7 @@ def test_batch_logs_are_running_sample_weighted_means(regression_data):
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
     total, count, running = 0.0, 0, []
     for start in range(0, 20, 8):
-        xb, yb = x[start:start + 8], y[start:start + 8]
+        xb, yb = x[start : start + 8], y[start : start + 8]
         optimizer.zero_grad()
         loss = torch.nn.functional.mse_loss(reference(xb), yb)
         loss.backward()
@@ -124,8 +137,15 @@ def test_stop_in_batch_hook_stops_after_that_batch_but_finishes_epoch(regression
                 self.model.stop_training = True  # the Keras idiom
 
     trainer = Trainer(linear_model(), "sgd", "mse")
-    history = trainer.fit(x, y, batch_size=4, epochs=3, verbose=0,
-                          callbacks=[StopAtBatch1(), spy], validation_data=(x, y))
+    history = trainer.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=3,
+        verbose=0,
+        callbacks=[StopAtBatch1(), spy],
+        validation_data=(x, y),
+    )
     batch_ends = [e[1] for e in spy.events if e[0] == "batch_end"]
     assert batch_ends == [0, 1]
     assert [e[0] for e in spy.events][-3:] == ["test_end", "epoch_end", "train_end"]
@@ -148,8 +168,10 @@ def test_stop_in_train_begin_runs_exactly_one_batch(regression_data):
 def test_epoch_end_stop_reaches_every_callback_first(regression_data):
     x, y = regression_data
     later = Spy()
-    stopper = LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(trainer, "stop_training", True))
     trainer = Trainer(linear_model(), "sgd", "mse")
+    stopper = LambdaCallback(
+        on_epoch_end=lambda epoch, logs: setattr(trainer, "stop_training", True)
+    )
     trainer.fit(x, y, epochs=5, verbose=0, callbacks=[stopper, later])
     assert [e[1] for e in later.events if e[0] == "epoch_end"] == [0]
 
@@ -229,12 +251,14 @@ def test_validation_freq_int_and_list(regression_data):
     trainer = Trainer(linear_model(), "sgd", "mse")
     ran = []
     spy = LambdaCallback(on_epoch_end=lambda epoch, logs: ran.append("val_loss" in logs))
-    trainer.fit(x, y, epochs=4, verbose=0, validation_data=(x, y), validation_freq=2,
-                callbacks=[spy])
+    trainer.fit(
+        x, y, epochs=4, verbose=0, validation_data=(x, y), validation_freq=2, callbacks=[spy]
+    )
     assert ran == [False, True, False, True]
     ran.clear()
-    trainer.fit(x, y, epochs=4, verbose=0, validation_data=(x, y), validation_freq=[1, 4],
-                callbacks=[spy])
+    trainer.fit(
+        x, y, epochs=4, verbose=0, validation_data=(x, y), validation_freq=[1, 4], callbacks=[spy]
+    )
     assert ran == [True, False, False, True]
 
 
@@ -256,8 +280,13 @@ def test_evaluate_and_predict_hooks_and_stops(regression_data):
     trainer = Trainer(linear_model(), "sgd", "mse")
     trainer.evaluate(x, y, batch_size=4, verbose=0, callbacks=[StopAfterTwo()])
     out = trainer.predict(x, batch_size=4, verbose=0, callbacks=[StopAfterTwo()])
-    assert ends == [("test", 0), ("test", 1), ("predict", 0, (4, 1)), ("predict", 1, (4, 1)),
-                    ("predict", 2, (4, 1))]
+    assert ends == [
+        ("test", 0),
+        ("test", 1),
+        ("predict", 0, (4, 1)),
+        ("predict", 1, (4, 1)),
+        ("predict", 2, (4, 1)),
+    ]
     assert out.shape == (12, 1)
 
 

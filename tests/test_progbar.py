@@ -27,8 +27,9 @@ SCRIPT = textwrap.dedent(
 def _run(verbose: int, style: str = "default", tty: bool = False) -> str:
     command = [sys.executable, "-c", SCRIPT, str(verbose), style]
     if not tty:
-        return subprocess.run(command, capture_output=True, text=True, check=True,
-                              timeout=120).stdout
+        return subprocess.run(
+            command, capture_output=True, text=True, check=True, timeout=120
+        ).stdout
     leader, follower = pty.openpty()
     process = subprocess.Popen(command, stdout=follower, stderr=subprocess.PIPE)
     os.close(follower)
@@ -46,8 +47,10 @@ def _run(verbose: int, style: str = "default", tty: bool = False) -> str:
     return b"".join(chunks).decode()
 
 
-FINAL = (r"4/4 \[==============================\] - \d+s \d+(ms|us)/step - loss: \d+\.\d{4} "
-         r"- mae: \d+\.\d{4}")
+FINAL = (
+    r"4/4 \[==============================\] - \d+s \d+(ms|us)/step - loss: \d+\.\d{4} "
+    r"- mae: \d+\.\d{4}"
+)
 
 
 def test_piped_verbose_1_has_no_control_characters_and_keras2_lines():
@@ -64,8 +67,10 @@ def test_piped_verbose_1_has_no_control_characters_and_keras2_lines():
 
 def test_piped_verbose_2_one_line_per_epoch():
     lines = _run(2).splitlines()
-    pattern = (r"4/4 - \d+s - loss: \d+\.\d{4} - mae: \d+\.\d{4} - val_loss: \d+\.\d{4} - "
-               r"val_mae: \d+\.\d{4} - \d+(s|ms|us)/epoch - \d+(s|ms|us)/step")
+    pattern = (
+        r"4/4 - \d+s - loss: \d+\.\d{4} - mae: \d+\.\d{4} - val_loss: \d+\.\d{4} - "
+        r"val_mae: \d+\.\d{4} - \d+(s|ms|us)/epoch - \d+(s|ms|us)/step"
+    )
     assert lines[0] == "Epoch 1/2" and re.fullmatch(pattern, lines[1])
     assert re.fullmatch(pattern, lines[3])
 
@@ -75,7 +80,9 @@ def test_piped_keras3_style_has_no_ansi_and_counts_samples():
     lines = _run(1, "keras3").splitlines()
     assert re.fullmatch(
         r"40/40 ━{20} \d+s \d+(ms|us)/sample - loss: \d+\.\d{4} - mae: \d+\.\d{4} - val_loss: "
-        r"\d+\.\d{4} - val_mae: \d+\.\d{4}", lines[1])
+        r"\d+\.\d{4} - val_mae: \d+\.\d{4}",
+        lines[1],
+    )
 
 
 def test_terminal_redraws_in_place():

@@ -24,7 +24,7 @@ def test_tensor_numpy_dataset_loader_and_iterable_inputs_agree(regression_data):
     assert _fit_loss(TensorDataset(x, y), batch_size=5)[0] == pytest.approx(expected)
     loader = DataLoader(TensorDataset(x, y), batch_size=5)
     assert _fit_loss(loader)[0] == pytest.approx(expected)
-    batches = [(x[i:i + 5], y[i:i + 5]) for i in range(0, 20, 5)]
+    batches = [(x[i : i + 5], y[i : i + 5]) for i in range(0, 20, 5)]
     assert _fit_loss(batches)[0] == pytest.approx(expected)
 
 
@@ -49,8 +49,15 @@ def test_steps_per_epoch_and_validation_steps(regression_data):
             counted.append(("val", batch))
 
     Trainer(linear_model(), "sgd", "mse").fit(
-        x, y, batch_size=2, epochs=1, verbose=0, steps_per_epoch=3, validation_steps=2,
-        validation_data=(x, y), callbacks=[Count()],
+        x,
+        y,
+        batch_size=2,
+        epochs=1,
+        verbose=0,
+        steps_per_epoch=3,
+        validation_steps=2,
+        validation_data=(x, y),
+        callbacks=[Count()],
     )
     assert counted == [("train", 0), ("train", 1), ("train", 2), ("val", 0), ("val", 1)]
 
@@ -109,8 +116,9 @@ def test_metric_objects_and_callables_named_in_logs(regression_data):
         return (y_pred - y_true).abs().amax(dim=1)
 
     model = linear_model()
-    trainer = Trainer(model, loss="mse",
-                      metrics=[KerasStyleMean(), TorchmetricsStyleMax(), max_error, "mse"])
+    trainer = Trainer(
+        model, loss="mse", metrics=[KerasStyleMean(), TorchmetricsStyleMax(), max_error, "mse"]
+    )
     result = trainer.evaluate(x, y, batch_size=7, verbose=0, return_dict=True)
     with torch.no_grad():
         predictions = model(x)
@@ -119,8 +127,7 @@ def test_metric_objects_and_callables_named_in_logs(regression_data):
     assert result["torchmetrics_style_max"] == pytest.approx(predictions.max().item())
     assert result["max_error"] == pytest.approx((predictions - y).abs().mean().item(), rel=1e-5)
     assert result["mse"] == pytest.approx(result["loss"], rel=1e-6)
-    assert trainer.evaluate(x, y, verbose=0, return_dict=False)[0] == pytest.approx(
-        result["loss"])
+    assert trainer.evaluate(x, y, verbose=0, return_dict=False)[0] == pytest.approx(result["loss"])
 
 
 class TwoHeads(torch.nn.Module):
@@ -139,24 +146,37 @@ class TwoHeads(torch.nn.Module):
 
 def test_multi_input_multi_output_dict_losses_and_metrics():
     generator = torch.Generator().manual_seed(3)
-    inputs = {"text": torch.randn(30, 4, generator=generator),
-              "numeric": torch.randn(30, 4, generator=generator)}
-    targets = {"priority": torch.randint(0, 2, (30, 1), generator=generator).float(),
-               "department": torch.randint(0, 3, (30,), generator=generator)}
+    inputs = {
+        "text": torch.randn(30, 4, generator=generator),
+        "numeric": torch.randn(30, 4, generator=generator),
+    }
+    targets = {
+        "priority": torch.randint(0, 2, (30, 1), generator=generator).float(),
+        "department": torch.randint(0, 3, (30,), generator=generator),
+    }
     trainer = Trainer(
-        TwoHeads(as_dict=True), "adam",
+        TwoHeads(as_dict=True),
+        "adam",
         loss={"priority": "binary_crossentropy", "department": "cross_entropy"},
         metrics={"priority": ["accuracy"], "department": ["accuracy"]},
     )
-    history = trainer.fit(inputs, targets, batch_size=8, epochs=2, verbose=0,
-                          validation_split=0.2)
+    history = trainer.fit(inputs, targets, batch_size=8, epochs=2, verbose=0, validation_split=0.2)
     assert set(history.history) == {
-        "loss", "priority_loss", "department_loss", "priority_accuracy",
-        "department_accuracy", "val_loss", "val_priority_loss", "val_department_loss",
-        "val_priority_accuracy", "val_department_accuracy"}
+        "loss",
+        "priority_loss",
+        "department_loss",
+        "priority_accuracy",
+        "department_accuracy",
+        "val_loss",
+        "val_priority_loss",
+        "val_department_loss",
+        "val_priority_accuracy",
+        "val_department_accuracy",
+    }
     logs = history.history
     assert logs["loss"][-1] == pytest.approx(
-        logs["priority_loss"][-1] + logs["department_loss"][-1], rel=1e-5)
+        logs["priority_loss"][-1] + logs["department_loss"][-1], rel=1e-5
+    )
     predictions = trainer.predict(inputs, batch_size=7, verbose=0)
     assert predictions["priority"].shape == (30, 1)
     assert predictions["department"].shape == (30, 3)
@@ -164,24 +184,38 @@ def test_multi_input_multi_output_dict_losses_and_metrics():
 
 def test_multi_output_list_losses_with_tuple_inputs():
     generator = torch.Generator().manual_seed(4)
-    text, numeric = torch.randn(16, 4, generator=generator), torch.randn(16, 4,
-                                                                          generator=generator)
-    targets = (torch.rand(16, 1, generator=generator).round(),
-               torch.randint(0, 3, (16,), generator=generator))
-    trainer = Trainer(TwoHeads(as_dict=False), "sgd",
-                      loss=["binary_crossentropy", "cross_entropy"], metrics=["accuracy"])
+    text, numeric = torch.randn(16, 4, generator=generator), torch.randn(16, 4, generator=generator)
+    targets = (
+        torch.rand(16, 1, generator=generator).round(),
+        torch.randint(0, 3, (16,), generator=generator),
+    )
+    trainer = Trainer(
+        TwoHeads(as_dict=False),
+        "sgd",
+        loss=["binary_crossentropy", "cross_entropy"],
+        metrics=["accuracy"],
+    )
     result = trainer.evaluate((text, numeric), targets, verbose=0, return_dict=True)
-    assert set(result) == {"loss", "output_1_loss", "output_2_loss", "output_1_accuracy",
-                           "output_2_accuracy"}
+    assert set(result) == {
+        "loss",
+        "output_1_loss",
+        "output_2_loss",
+        "output_1_accuracy",
+        "output_2_accuracy",
+    }
     predictions = trainer.predict((text, numeric), verbose=0)
     assert isinstance(predictions, tuple) and predictions[1].shape == (16, 3)
 
 
 def test_optimizer_names_build_on_model_parameters(regression_data):
     x, y = regression_data
-    for name, kind in [("adam", torch.optim.Adam), ("SGD", torch.optim.SGD),
-                       ("rmsprop", torch.optim.RMSprop), ("adamw", torch.optim.AdamW),
-                       ("adagrad", torch.optim.Adagrad)]:
+    for name, kind in [
+        ("adam", torch.optim.Adam),
+        ("SGD", torch.optim.SGD),
+        ("rmsprop", torch.optim.RMSprop),
+        ("adamw", torch.optim.AdamW),
+        ("adagrad", torch.optim.Adagrad),
+    ]:
         model = linear_model()
         trainer = Trainer(model, name, "mse")
         assert isinstance(trainer.optimizer, kind)
@@ -192,8 +226,12 @@ def test_optimizer_names_build_on_model_parameters(regression_data):
 
 def test_fit_with_lr_helpers_keeps_group_ratios():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
-    optimizer = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.1},
-                                 {"params": model[1].parameters(), "lr": 0.01}])
+    optimizer = torch.optim.SGD(
+        [
+            {"params": model[0].parameters(), "lr": 0.1},
+            {"params": model[1].parameters(), "lr": 0.01},
+        ]
+    )
     trainer = Trainer(model, optimizer, "mse")
     trainer.set_lr(0.5)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.5, 0.05])
@@ -251,5 +289,6 @@ def test_batches_that_are_not_pairs_are_explained(regression_data):
 def test_numpy_float64_is_trained_as_float32(regression_data):
     x, y = regression_data
     history = Trainer(linear_model(), "sgd", "mse").fit(
-        x.double().numpy(), y.double().numpy(), epochs=1, verbose=0)
+        x.double().numpy(), y.double().numpy(), epochs=1, verbose=0
+    )
     assert np.isfinite(history.history["loss"][0])

@@ -203,14 +203,16 @@ class LoaderBatches:
             if self._iterator is None:
                 self._iterator = iter(self.loader)
             iterator = self._iterator
-        non_blocking = self.device.type == "cuda"
-        device = self.device
         for _ in range(skip):
             next(iterator)
         if after_skip is not None:
             after_skip()
+        if self.device.type == "cpu":  # loaders yield CPU tensors: nothing to move
+            yield from iterator
+            return
+        non_blocking = self.device.type == "cuda"
         for batch in iterator:
-            yield move_to_device(batch, device, non_blocking)
+            yield move_to_device(batch, self.device, non_blocking)
 
 
 def make_batches(

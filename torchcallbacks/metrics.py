@@ -211,8 +211,11 @@ class Objective:
                     "output(s); give one loss per output."
                 )
             heads = [
-                _Head(f"{names[i] if names else f'output_{i + 1}'}_", spec[i],
-                      self._metrics_for(names[i] if names else None, i))
+                _Head(
+                    f"{names[i] if names else f'output_{i + 1}'}_",
+                    spec[i],
+                    self._metrics_for(names[i] if names else None, i),
+                )
                 for i in range(count)
             ]
         self._set_heads(None, heads)
@@ -224,7 +227,7 @@ class Objective:
             loss = heads.loss(outputs, targets)
             values = [loss.detach()]
             for fn in heads.sum_metrics:
-                values.append(fn(outputs, targets).detach())
+                values.append(_batch_mean(fn(outputs, targets)))
             return loss, values
         pairs = _pairs(heads, outputs, targets)
         losses = [head.loss(y_pred, y_true) for head, y_pred, y_true in pairs]
@@ -232,7 +235,7 @@ class Objective:
         values = [total.detach()] + [loss.detach() for loss in losses]
         for head, y_pred, y_true in pairs:
             for fn in head.sum_metrics:
-                values.append(fn(y_pred, y_true).detach())
+                values.append(_batch_mean(fn(y_pred, y_true)))
         return total, values
 
     def update_stateful(self, outputs: Any, targets: Any) -> None:
@@ -244,6 +247,13 @@ class Objective:
         for head, y_pred, y_true in _pairs(heads, outputs, targets):
             for _, metric in head.stateful:
                 metric.update(y_pred.detach(), y_true)
+
+
+def _batch_mean(value: Any) -> torch.Tensor:
+    """A metric's batch mean; per-sample values (as Keras metric functions return) are averaged."""
+    if not isinstance(value, torch.Tensor):
+        return torch.as_tensor(float(value))
+    return (value.float().mean() if value.ndim else value).detach()
 
 
 def _as_list(value: Any) -> Sequence[Any]:
@@ -280,8 +290,10 @@ class MetricTracker:
 
     def update(self, values: list[torch.Tensor], batch_size: int) -> None:
         batch = torch.stack(values) if len(values) > 1 else values[0].reshape(1)
-        batch = batch.float() * batch_size
-        self.sums = batch if self.sums is None else self.sums + batch
+        if self.sums is None:
+            self.sums = batch.float() * batch_size
+        else:
+            self.sums.add_(batch, alpha=batch_size)
         self.count += batch_size
 
     def logs(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
@@ -303,7 +315,8 @@ class MetricTracker:
         return logs
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": None if self.sums is None else self.sums.cpu(), "count": self.count}
+        sums = None if self.sums is None else self.sums.detach().cpu().clone()
+        return {"sums": sums, "count": self.count}
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
         self.sums = None if state["sums"] is None else state["sums"].to(device)
@@ -313,4 +326,6 @@ class MetricTracker:
 def _is_scalar(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return value.numel() == 1
-    return isinstance(value, int | float) or (hasattr(value, "item") and getattr(value, "size", 1) == 1)
+    return isinstance(value, int | float) or (
+        hasattr(value, "item") and getattr(value, "size", 1) == 1
+    )

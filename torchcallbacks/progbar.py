@@ -74,8 +74,9 @@ class Progbar:
         self._previous_width = 0
         self._seen_so_far = 0
 
-    def update(self, current: int, values: dict[str, Any] | None = None,
-               finalize: bool | None = None) -> None:
+    def update(
+        self, current: int, values: dict[str, Any] | None = None, finalize: bool | None = None
+    ) -> None:
         if finalize is None:
             finalize = self.target is not None and current >= self.target
         for key, value in (values or {}).items():
@@ -148,8 +149,13 @@ class Progbar:
             counter = self._counter(current)
             if self.dynamic:
                 counter = f"\x1b[1m{counter}\x1b[0m"
-            return counter + self._bar(current) + when + _format_time(per_step, self.unit_name) \
+            return (
+                counter
+                + self._bar(current)
+                + when
+                + _format_time(per_step, self.unit_name)
                 + self._metrics()
+            )
         line = self._counter(current) + self._bar(current)
         if unknown_or_done:
             line += f" - {now - self._start:.0f}s" + _format_time(per_step, self.unit_name)
@@ -162,8 +168,10 @@ class Progbar:
         per_step = self._time_per_step(current, now)
         count = self._counter(current)
         if self.style == "keras3":
-            return f"{count} - {elapsed:.0f}s -{_format_time(per_step, self.unit_name)}" \
+            return (
+                f"{count} - {elapsed:.0f}s -{_format_time(per_step, self.unit_name)}"
                 + self._metrics(signed=False)
+            )
         return (
             f"{count} - {elapsed:.0f}s{self._metrics(signed=False)} -"
             f"{_format_time(elapsed, 'epoch')} -{_format_time(per_step, self.unit_name)}"

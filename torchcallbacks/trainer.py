@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from torchcallbacks import __version__, distributed
 from torchcallbacks.callbacks.base import Callback, CallbackList
@@ -69,7 +69,7 @@ class Trainer:
             )
         if accumulate_grad_batches < 1:
             raise ValueError("accumulate_grad_batches must be an integer >= 1")
-        wrapped = model if isinstance(model, DistributedDataParallel) else None
+        wrapped = model if isinstance(model, DDP) else None
         self.model: torch.nn.Module = model.module if wrapped is not None else model
         requested = torch.device(device) if device is not None else None
         if wrapped is None:
@@ -89,9 +89,7 @@ class Trainer:
 
         self.precision = precision
         self._autocast_dtype = _PRECISIONS[precision]
-        self.scaler = (
-            torch.amp.GradScaler(self.device.type) if precision == "16-mixed" else None
-        )
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "16-mixed" else None
         self.accumulate_grad_batches = accumulate_grad_batches
         self.gradient_clip_norm = gradient_clip_norm
         self.gradient_clip_value = gradient_clip_value
@@ -184,12 +182,18 @@ class Trainer:
         resume_from: str | None = None,
     ) -> History:
         """Train for ``epochs`` epochs and return the `History` (see SPEC.md)."""
-        optimizer = self._require_optimizer("fit")
+        self._require_optimizer("fit")
         if validation_split and validation_data is None:
             (x, y), validation_data = split_validation(x, y, validation_split)
         self._data_generator.manual_seed(distributed.shared_seed(self.device))
         train = make_batches(
-            x, y, batch_size, shuffle, self.device, self.rank, self.world_size,
+            x,
+            y,
+            batch_size,
+            shuffle,
+            self.device,
+            self.rank,
+            self.world_size,
             self._data_generator,
         )
         val = self._validation_batches(validation_data, validation_batch_size or batch_size)
@@ -273,14 +277,11 @@ class Trainer:
             if not pending:
                 optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
             boundary = (batch_index + 1) % accumulate == 0
-            with self._no_sync(distributed_run and not boundary):
-                loss, values, outputs = self._compute(inputs, targets)
-                if accumulate > 1:
-                    loss = loss / accumulate
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+            if distributed_run and not boundary and isinstance(self._module, DDP):
+                with self._module.no_sync():  # gradients are all-reduced at the step only
+                    values, outputs = self._forward_backward(inputs, targets)
+            else:
+                values, outputs = self._forward_backward(inputs, targets)
             pending = True
             if boundary:
                 self._optimizer_step()
@@ -303,6 +304,16 @@ class Trainer:
         if pending:
             self._optimizer_step()
         self._in_epoch = False
+
+    def _forward_backward(self, inputs: Any, targets: Any) -> tuple[list, Any]:
+        loss, values, outputs = self._compute(inputs, targets)
+        if self.accumulate_grad_batches > 1:
+            loss = loss / self.accumulate_grad_batches
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return values, outputs
 
     def _compute(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
         dtype = self._autocast_dtype
@@ -348,11 +359,6 @@ class Trainer:
         else:
             optimizer.step()
         self.global_step += 1
-
-    def _no_sync(self, skip_sync: bool) -> Any:
-        if skip_sync and isinstance(self._module, DistributedDataParallel):
-            return self._module.no_sync()
-        return contextlib.nullcontext()
 
     def _reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         return distributed.all_reduce_sum(tensor)
@@ -433,8 +439,7 @@ class Trainer:
         callbacks: Sequence[Callback] | None = None,
     ) -> Any:
         """Outputs of every batch concatenated on the CPU (tensors, tuples or dicts)."""
-        batches = make_batches(x, None, batch_size, False, self.device, self.rank,
-                               self.world_size)
+        batches = make_batches(x, None, batch_size, False, self.device, self.rank, self.world_size)
         callback_list = self._callback_list(
             callbacks, False, verbose, 1, steps if steps is not None else _length(batches)
         )
@@ -498,15 +503,17 @@ class Trainer:
             return None
         if isinstance(validation_data, tuple) and len(validation_data) == 2:
             x_val, y_val = validation_data
-            return make_batches(x_val, y_val, batch_size, False, self.device, self.rank,
-                                self.world_size)
+            return make_batches(
+                x_val, y_val, batch_size, False, self.device, self.rank, self.world_size
+            )
         if isinstance(validation_data, tuple):
             raise ValueError(
                 "validation_data must be (x_val, y_val), a DataLoader, a Dataset or an iterable "
                 f"of batches; got a tuple of {len(validation_data)} items."
             )
-        return make_batches(validation_data, None, batch_size, False, self.device, self.rank,
-                            self.world_size)
+        return make_batches(
+            validation_data, None, batch_size, False, self.device, self.rank, self.world_size
+        )
 
     # -- checkpoints and resume ------------------------------------------------------------
     def checkpoint_state(
@@ -633,10 +640,10 @@ def _should_validate(epoch: int, validation_freq: int | Sequence[int]) -> bool:
 def _split_batch(batch: Any) -> tuple[Any, Any]:
     if isinstance(batch, tuple | list) and len(batch) == 2:
         return batch[0], batch[1]
+    length = f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
     raise ValueError(
-        "each batch must be an (inputs, targets) pair; got "
-        f"{type(batch).__name__}{f' of length {len(batch)}' if isinstance(batch, tuple | list) else ''}."
-        " Wrap single tensors as TensorDataset(x, y), or pass x and y to fit."
+        f"each batch must be an (inputs, targets) pair; got {type(batch).__name__}{length}. "
+        "Wrap single tensors as TensorDataset(x, y), or pass x and y to fit."
     )
 
 

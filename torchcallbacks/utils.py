@@ -11,7 +11,7 @@ def require(module: str, extra: str, feature: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        what = feature or f"this feature"
+        what = feature or "this feature"
         raise ImportError(
             f"{what} needs the optional package '{module}', which is not installed. "
             f'Install it with: pip install "torchcallbacks[{extra}]"'

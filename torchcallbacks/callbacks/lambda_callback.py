@@ -9,14 +9,22 @@ from torchcallbacks.callbacks.base import Callback
 
 _EPOCH_HOOKS = {"on_epoch_begin", "on_epoch_end"}
 _BATCH_HOOKS = {
-    "on_batch_begin", "on_batch_end",
-    "on_train_batch_begin", "on_train_batch_end",
-    "on_test_batch_begin", "on_test_batch_end",
-    "on_predict_batch_begin", "on_predict_batch_end",
+    "on_batch_begin",
+    "on_batch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
 }
 _LOGS_HOOKS = {
-    "on_train_begin", "on_train_end", "on_test_begin", "on_test_end",
-    "on_predict_begin", "on_predict_end",
+    "on_train_begin",
+    "on_train_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_predict_begin",
+    "on_predict_end",
 }
 
 
