@@ -52,8 +52,14 @@ def test_validation_every_second_epoch_fills_na(tmp_path):
     path = tmp_path / "log.csv"
     trainer, x, y = constant_trainer()
     trainer.fit(
-        x, y, batch_size=2, epochs=4, verbose=0, validation_data=(x, torch.ones(4, 1)),
-        validation_freq=2, callbacks=[CSVLogger(str(path))],
+        x,
+        y,
+        batch_size=2,
+        epochs=4,
+        verbose=0,
+        validation_data=(x, torch.ones(4, 1)),
+        validation_freq=2,
+        callbacks=[CSVLogger(str(path))],
     )
     assert path.read_bytes() == HEADER + (
         b"0,4.0,2.0,NA,NA\r\n1,4.0,2.0,1.0,1.0\r\n2,4.0,2.0,NA,NA\r\n3,4.0,2.0,1.0,1.0\r\n"
@@ -64,7 +70,12 @@ def test_floats_are_written_with_repr(tmp_path):
     path = tmp_path / "log.csv"
     trainer, x, y = learning_trainer()
     history = trainer.fit(
-        x, y, batch_size=8, epochs=3, verbose=0, validation_split=0.25,
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        validation_split=0.25,
         callbacks=[CSVLogger(path)],
     ).history
     expected = HEADER + b"".join(
@@ -94,16 +105,24 @@ def test_append_to_missing_or_empty_file_writes_header(tmp_path):
     missing, empty = tmp_path / "new" / "log.csv", tmp_path / "empty.csv"
     empty.write_bytes(b"")
     for path in (missing, empty):
-        trainer.fit(x, y, batch_size=4, epochs=1, verbose=0,
-                    callbacks=[CSVLogger(path, append=True)])
+        trainer.fit(
+            x, y, batch_size=4, epochs=1, verbose=0, callbacks=[CSVLogger(path, append=True)]
+        )
         assert path.read_bytes() == HEADER + b"0,4.0,2.0,NA,NA\r\n"
 
 
 def test_custom_separator(tmp_path):
     path = tmp_path / "log.tsv"
     trainer, x, y = constant_trainer()
-    trainer.fit(x, y, batch_size=2, epochs=2, verbose=0, validation_data=(x, y),
-                callbacks=[CSVLogger(path, separator="\t")])
+    trainer.fit(
+        x,
+        y,
+        batch_size=2,
+        epochs=2,
+        verbose=0,
+        validation_data=(x, y),
+        callbacks=[CSVLogger(path, separator="\t")],
+    )
     assert path.read_bytes() == (
         b"epoch\tloss\tmae\tval_loss\tval_mae\r\n0\t4.0\t2.0\t4.0\t2.0\r\n1\t4.0\t2.0\t4.0\t2.0\r\n"
     )
@@ -121,8 +140,15 @@ def test_iterables_text_and_late_keys_are_written_as_keras_does(tmp_path):
     trainer, x, y = constant_trainer()
     extra = AddLogs({"sizes": [1, 2], "note": "a,b", "shape": (3,)})
     late = AddLogs({"appears_later": 5.0}, first_epoch=1)
-    trainer.fit(x, y, batch_size=2, epochs=2, verbose=0, validation_data=(x, y),
-                callbacks=[extra, late, CSVLogger(path)])
+    trainer.fit(
+        x,
+        y,
+        batch_size=2,
+        epochs=2,
+        verbose=0,
+        validation_data=(x, y),
+        callbacks=[extra, late, CSVLogger(path)],
+    )
     row = b'4.0,2.0,"a,b","""[3]""","""[1, 2]""",4.0,2.0\r\n'
     assert path.read_bytes() == (
         b"epoch,loss,mae,note,shape,sizes,val_loss,val_mae\r\n0," + row + b"1," + row
@@ -139,10 +165,11 @@ def test_rows_are_flushed_at_each_epoch_end(tmp_path):
             seen.append(path.read_bytes())
 
     trainer, x, y = constant_trainer()
-    trainer.fit(x, y, batch_size=2, epochs=2, verbose=0,
-                callbacks=[CSVLogger(path), ReadFile()])
-    assert seen == [HEADER + b"0,4.0,2.0,NA,NA\r\n",
-                    HEADER + b"0,4.0,2.0,NA,NA\r\n1,4.0,2.0,NA,NA\r\n"]
+    trainer.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[CSVLogger(path), ReadFile()])
+    assert seen == [
+        HEADER + b"0,4.0,2.0,NA,NA\r\n",
+        HEADER + b"0,4.0,2.0,NA,NA\r\n1,4.0,2.0,NA,NA\r\n",
+    ]
 
 
 def test_load_state_dict_cuts_rows_written_after_the_state(tmp_path):
@@ -179,8 +206,16 @@ def test_resumed_training_gives_the_uninterrupted_file(tmp_path):
     was never interrupted."""
     reference, resumed = tmp_path / "reference.csv", tmp_path / "resumed.csv"
     trainer, x, y = learning_trainer(seed=1)
-    trainer.fit(x, y, batch_size=8, epochs=4, verbose=0, shuffle=False, validation_split=0.25,
-                callbacks=[CSVLogger(reference)])
+    trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        verbose=0,
+        shuffle=False,
+        validation_split=0.25,
+        callbacks=[CSVLogger(reference)],
+    )
     saved = {}
 
     class Backup(Callback):
@@ -190,8 +225,16 @@ def test_resumed_training_gives_the_uninterrupted_file(tmp_path):
                 saved["state"] = copy.deepcopy(self.trainer.checkpoint_state(epoch, logs))
 
     trainer, x, y = learning_trainer(seed=1)
-    trainer.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False, validation_split=0.25,
-                callbacks=[CSVLogger(resumed), Backup()])
+    trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        shuffle=False,
+        validation_split=0.25,
+        callbacks=[CSVLogger(resumed), Backup()],
+    )
     assert resumed.read_bytes().count(b"\r\n") == 4  # the "crashed" run wrote epoch 2 too
 
     class Restore(Callback):
@@ -199,8 +242,16 @@ def test_resumed_training_gives_the_uninterrupted_file(tmp_path):
             self.trainer.request_resume(saved["state"])
 
     trainer, x, y = learning_trainer(seed=1)
-    trainer.fit(x, y, batch_size=8, epochs=4, verbose=0, shuffle=False, validation_split=0.25,
-                callbacks=[CSVLogger(resumed), Restore()])
+    trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        verbose=0,
+        shuffle=False,
+        validation_split=0.25,
+        callbacks=[CSVLogger(resumed), Restore()],
+    )
     assert resumed.read_bytes() == reference.read_bytes()
 
 
@@ -211,6 +262,7 @@ def test_only_the_main_process_writes(tmp_path):
     model = torch.nn.Linear(1, 1)
     trainer = WorkerTrainer(model, "sgd", "mse", device="cpu")
     path = tmp_path / "log.csv"
-    trainer.fit(torch.ones(4, 1), torch.ones(4, 1), epochs=2, verbose=0,
-                callbacks=[CSVLogger(path)])
+    trainer.fit(
+        torch.ones(4, 1), torch.ones(4, 1), epochs=2, verbose=0, callbacks=[CSVLogger(path)]
+    )
     assert not path.exists()

@@ -32,8 +32,9 @@ def make_trainer(seed=0):
 def test_one_record_per_epoch_with_the_epoch_logs(tmp_path):
     path = tmp_path / "log.jsonl"
     trainer, x, y = make_trainer()
-    history = trainer.fit(x, y, batch_size=8, epochs=3, verbose=0, validation_split=0.25,
-                          callbacks=[JSONLogger(path)])
+    history = trainer.fit(
+        x, y, batch_size=8, epochs=3, verbose=0, validation_split=0.25, callbacks=[JSONLogger(path)]
+    )
     records = strict_records(path)
     assert records == [
         {"epoch": e, **{key: values[e] for key, values in history.history.items()}}
@@ -52,8 +53,15 @@ def test_batch_level_adds_one_record_per_training_batch(tmp_path):
             batch_losses.append(logs["loss"])
 
     trainer, x, y = make_trainer()
-    trainer.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_split=0.25,
-                callbacks=[JSONLogger(path, batch_level=True), Recorder()])
+    trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        validation_split=0.25,
+        callbacks=[JSONLogger(path, batch_level=True), Recorder()],
+    )
     records = strict_records(path)
     positions = [(r["epoch"], r.get("batch")) for r in records]
     # 18 training samples in batches of 8: 3 batches per epoch
@@ -79,11 +87,18 @@ def test_nan_and_infinity_are_written_as_strings(tmp_path):
     model = torch.nn.Linear(1, 1)
     trainer = Trainer(model, "sgd", "mse", device="cpu")
     y = torch.tensor([[1.0], [math.nan]])  # a NaN target makes the loss NaN
-    trainer.fit(torch.ones(2, 1), y, batch_size=2, epochs=1, verbose=0,
-                callbacks=[Odd(), JSONLogger(path)])
+    trainer.fit(
+        torch.ones(2, 1), y, batch_size=2, epochs=1, verbose=0, callbacks=[Odd(), JSONLogger(path)]
+    )
     (record,) = strict_records(path)
-    assert record == {"epoch": 0, "big": "Infinity", "loss": "NaN", "note": "ok",
-                      "small": "-Infinity", "values": [1.0, "NaN"]}
+    assert record == {
+        "epoch": 0,
+        "big": "Infinity",
+        "loss": "NaN",
+        "note": "ok",
+        "small": "-Infinity",
+        "values": [1.0, "NaN"],
+    }
     assert math.isnan(float(record["loss"])) and float(record["big"]) == math.inf
 
 
@@ -91,8 +106,7 @@ def test_append_continues_and_default_replaces(tmp_path):
     path = tmp_path / "log.jsonl"
     trainer, x, y = make_trainer()
     trainer.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[JSONLogger(path)])
-    trainer.fit(x, y, batch_size=8, epochs=1, verbose=0,
-                callbacks=[JSONLogger(path, append=True)])
+    trainer.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[JSONLogger(path, append=True)])
     assert [r["epoch"] for r in strict_records(path)] == [0, 1, 0]
     trainer.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[JSONLogger(path)])
     assert [r["epoch"] for r in strict_records(path)] == [0]
@@ -107,16 +121,29 @@ def test_lines_are_flushed_as_they_are_written(tmp_path):
             seen.append(len(path.read_text().splitlines()))
 
     trainer, x, y = make_trainer()
-    trainer.fit(x, y, batch_size=8, epochs=2, verbose=0,
-                callbacks=[JSONLogger(path, batch_level=True), ReadFile()])
+    trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[JSONLogger(path, batch_level=True), ReadFile()],
+    )
     assert seen == [1, 2, 3, 5, 6, 7]
 
 
 def test_resumed_training_gives_the_uninterrupted_file(tmp_path):
     reference, resumed = tmp_path / "reference.jsonl", tmp_path / "resumed.jsonl"
     trainer, x, y = make_trainer(seed=3)
-    trainer.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False,
-                callbacks=[JSONLogger(reference, batch_level=True)])
+    trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        shuffle=False,
+        callbacks=[JSONLogger(reference, batch_level=True)],
+    )
     saved = {}
 
     class Backup(Callback):
@@ -125,8 +152,15 @@ def test_resumed_training_gives_the_uninterrupted_file(tmp_path):
                 saved["state"] = copy.deepcopy(self.trainer.checkpoint_state(epoch, logs))
 
     trainer, x, y = make_trainer(seed=3)
-    trainer.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
-                callbacks=[JSONLogger(resumed, batch_level=True), Backup()])
+    trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        shuffle=False,
+        callbacks=[JSONLogger(resumed, batch_level=True), Backup()],
+    )
     assert len(strict_records(resumed)) == 8  # epoch 1 was written after the backup
 
     class Restore(Callback):
@@ -134,8 +168,54 @@ def test_resumed_training_gives_the_uninterrupted_file(tmp_path):
             self.trainer.request_resume(saved["state"])
 
     trainer, x, y = make_trainer(seed=3)
-    trainer.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False,
-                callbacks=[JSONLogger(resumed, batch_level=True), Restore()])
+    trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        shuffle=False,
+        callbacks=[JSONLogger(resumed, batch_level=True), Restore()],
+    )
+    assert resumed.read_bytes() == reference.read_bytes()
+
+
+def test_mid_epoch_resume_gives_the_uninterrupted_file(tmp_path):
+    reference, resumed = tmp_path / "reference.jsonl", tmp_path / "resumed.jsonl"
+    trainer, x, y = make_trainer(seed=4)
+    trainer.fit(
+        x, y, batch_size=8, epochs=2, verbose=0, callbacks=[JSONLogger(reference, batch_level=True)]
+    )
+    saved = {}
+
+    class Backup(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if (self.trainer.current_epoch, batch) == (1, 0):
+                saved["state"] = copy.deepcopy(self.trainer.checkpoint_state())
+
+    trainer, x, y = make_trainer(seed=4)
+    trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[JSONLogger(resumed, batch_level=True), Backup()],
+    )
+
+    class Restore(Callback):
+        def on_train_begin(self, logs=None):
+            self.trainer.request_resume(saved["state"])
+
+    trainer, x, y = make_trainer(seed=4)
+    trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[JSONLogger(resumed, batch_level=True), Restore()],
+    )
     assert resumed.read_bytes() == reference.read_bytes()
 
 
@@ -165,6 +245,11 @@ def test_only_the_main_process_writes(tmp_path):
 
     trainer = WorkerTrainer(torch.nn.Linear(1, 1), "sgd", "mse", device="cpu")
     path = tmp_path / "log.jsonl"
-    trainer.fit(torch.ones(4, 1), torch.ones(4, 1), epochs=2, verbose=0,
-                callbacks=[JSONLogger(path, batch_level=True)])
+    trainer.fit(
+        torch.ones(4, 1),
+        torch.ones(4, 1),
+        epochs=2,
+        verbose=0,
+        callbacks=[JSONLogger(path, batch_level=True)],
+    )
     assert not path.exists()

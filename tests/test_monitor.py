@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,7 +134,7 @@ def test_auto_mode_from_name(monitor, mode):
         callback = cls(monitor=monitor)
         assert callback.monitor_op is None
         assert callback._resolve_mode() == mode
-        assert (callback.min_delta <= 0) == (mode == "min")
+        assert callback.monitor_op is (np.less if mode == "min" else np.greater)
 
 
 @pytest.mark.parametrize("cls", [EarlyStopping, ReduceLROnPlateau])
@@ -150,7 +151,10 @@ def test_auto_mode_unknown_name_raises_at_fit_start(cls):
 def test_unknown_mode_warns_and_falls_back_to_auto(cls):
     with pytest.warns(UserWarning) as record:
         callback = cls(monitor="val_acc", mode="maximum")
-    assert str(record[0].message) == f"{cls.__name__} mode 'maximum' is unknown, fallback to auto mode."
+    assert (
+        str(record[0].message)
+        == f"{cls.__name__} mode 'maximum' is unknown, fallback to auto mode."
+    )
     assert record[0].filename == __file__
     assert callback.mode == "auto"
     assert callback._resolve_mode() == "max"
@@ -226,8 +230,12 @@ def _negate(kwargs):
 @pytest.mark.parametrize(("values", "kwargs", "stopped", "run", "best_epoch"), ES_TRACES)
 @pytest.mark.parametrize(
     ("key", "mode", "sign"),
-    [("val_loss", "auto", 1), ("val_score", "min", 1), ("val_acc", "auto", -1),
-     ("val_score", "max", -1)],
+    [
+        ("val_loss", "auto", 1),
+        ("val_score", "min", 1),
+        ("val_acc", "auto", -1),
+        ("val_score", "max", -1),
+    ],
 )
 def test_early_stopping_traces(values, kwargs, stopped, run, best_epoch, key, mode, sign):
     values = [sign * v for v in values]
@@ -290,27 +298,34 @@ def test_reused_instance_starts_fresh():
     assert (stop.stopped_epoch, stop.best, stop.wait) == (0, 3.0, 0)
 
 
-def test_early_stopping_resume_decides_the_same(tmp_path):
-    values = [0.9, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.6]
-    kwargs = {"patience": 3, "baseline": 0.72, "restore_best_weights": True}
-    reference = EarlyStopping(**kwargs)
-    _, full_trainer, _ = drive(reference, values)
-    assert (reference.stopped_epoch, reference.best_epoch) == (6, 3)
-
-    path = tmp_path / "ckpt.pt"
-    drive(EarlyStopping(**kwargs), values, extra=[SaveAt(4, path)])
-    resumed = EarlyStopping(**kwargs)
-    trainer = make_trainer()
+def resume(callback, values, path, lr=0.01):
+    """A fresh trainer continuing the interrupted run saved at ``path``."""
+    trainer = make_trainer(lr)
+    recorder = Recorder()
     history = trainer.fit(
         *DATA,
         batch_size=8,
         epochs=len(values),
         verbose=0,
-        callbacks=[Feed("val_loss", values), resumed, SaveAt(-1, path), Recorder()],
+        callbacks=[Feed("val_loss", values), callback, SaveAt(-1, path), recorder],
         resume_from=str(path),
     )
-    assert history.epoch == [5, 6]
-    assert (resumed.stopped_epoch, resumed.best_epoch, resumed.wait) == (6, 3, reference.wait)
+    return history, trainer, recorder
+
+
+def test_early_stopping_resume_decides_the_same(tmp_path):
+    values = [0.9, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78, 0.79, 0.6]
+    kwargs = {"patience": 4, "baseline": 0.72, "restore_best_weights": True}
+    reference = EarlyStopping(**kwargs)
+    _, full_trainer, _ = drive(reference, values)
+    assert (reference.stopped_epoch, reference.best_epoch) == (7, 3)
+
+    path = tmp_path / "ckpt.pt"
+    drive(EarlyStopping(**kwargs), values, extra=[SaveAt(4, path)])
+    resumed = EarlyStopping(**kwargs)
+    _, trainer, recorder = resume(resumed, values, path)
+    assert len(recorder.lrs) == 3  # epochs 5, 6, 7
+    assert (resumed.stopped_epoch, resumed.best_epoch, resumed.wait) == (7, 3, reference.wait)
     for name, tensor in full_trainer.model.state_dict().items():
         assert torch.equal(trainer.model.state_dict()[name], tensor)
 
@@ -361,16 +376,25 @@ RLROP_TRACES = [
         [1.0, 0.5, 0.3, 0.3, 0.3, 0.3],
     ),
     # NaN never improves
-    ([1.0, NAN, NAN, NAN], {"factor": 0.5, "patience": 2}, 1.0, [1.0, 1.0, 1.0, 0.5],
-     [1.0, 1.0, 0.5, 0.5]),
+    (
+        [1.0, NAN, NAN, NAN],
+        {"factor": 0.5, "patience": 2},
+        1.0,
+        [1.0, 1.0, 1.0, 0.5],
+        [1.0, 1.0, 0.5, 0.5],
+    ),
 ]
 
 
 @pytest.mark.parametrize(("values", "kwargs", "lr", "logged", "after"), RLROP_TRACES)
 @pytest.mark.parametrize(
     ("key", "mode", "sign"),
-    [("val_loss", "auto", 1), ("val_score", "min", 1), ("val_auc", "auto", -1),
-     ("val_score", "max", -1)],
+    [
+        ("val_loss", "auto", 1),
+        ("val_score", "min", 1),
+        ("val_auc", "auto", -1),
+        ("val_score", "max", -1),
+    ],
 )
 def test_reduce_lr_traces(values, kwargs, lr, logged, after, key, mode, sign):
     reduce = ReduceLROnPlateau(monitor=key, mode=mode, **kwargs)
@@ -441,14 +465,7 @@ def test_reduce_lr_resume_decides_the_same(tmp_path):
     path = tmp_path / "ckpt.pt"
     drive(ReduceLROnPlateau(**kwargs), values, lr=1.0, extra=[SaveAt(3, path)])
     resumed = ReduceLROnPlateau(**kwargs)
-    trainer = make_trainer(lr=1.0)
-    history = trainer.fit(
-        *DATA,
-        batch_size=8,
-        epochs=len(values),
-        verbose=0,
-        callbacks=[Feed("val_loss", values), resumed, SaveAt(-1, path), Recorder()],
-        resume_from=str(path),
-    )
-    assert history.history["lr"] == [0.5, 0.25, 0.25, 0.25]
-    assert trainer.get_lr() == 0.25
+    history, trainer, recorder = resume(resumed, values, path, lr=1.0)
+    assert history.history["lr"][-4:] == [0.5, 0.25, 0.25, 0.25]
+    assert recorder.lrs == [0.25, 0.25, 0.25, 0.25]
+    assert (resumed.best, resumed.wait, resumed.cooldown_counter) == (0.5, 1, 0)

@@ -67,8 +67,15 @@ def fit(monitor, epochs=2, extra=()):
     x = torch.randn(16, 3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = trainer.fit(x, x.sum(1, keepdim=True), batch_size=8, epochs=epochs,
-                              verbose=0, validation_split=0.25, callbacks=[*extra, monitor])
+        history = trainer.fit(
+            x,
+            x.sum(1, keepdim=True),
+            batch_size=8,
+            epochs=epochs,
+            verbose=0,
+            validation_split=0.25,
+            callbacks=[*extra, monitor],
+        )
     messages = [str(w.message) for w in caught if "RemoteMonitor" in str(w.message)]
     return history, messages
 
@@ -90,14 +97,19 @@ def test_form_payload_is_keras_exact(server_factory):
         assert body == urlencode({"data": json.dumps(record)}).encode()
         assert json.loads(parse_qs(body.decode())["data"][0]) == record
     assert list(json.loads(parse_qs(server.requests[0][2].decode())["data"][0])) == [
-        "epoch", "loss", "mae", "val_loss", "val_mae"
+        "epoch",
+        "loss",
+        "mae",
+        "val_loss",
+        "val_mae",
     ]
 
 
 def test_json_payload_custom_path_field_and_headers(server_factory):
     server = server_factory()
-    monitor = RemoteMonitor(root=server.root, path="/runs/7", headers={"X-Token": "secret"},
-                            send_as_json=True)
+    monitor = RemoteMonitor(
+        root=server.root, path="/runs/7", headers={"X-Token": "secret"}, send_as_json=True
+    )
     history, messages = fit(monitor)
     assert messages == []
     assert [path for path, _, _ in server.requests] == ["/runs/7", "/runs/7"]
@@ -156,8 +168,7 @@ def test_slow_server_times_out_warns_once_and_training_completes(server_factory)
     history, messages = fit(RemoteMonitor(root=server.root, timeout=0.2), epochs=2)
     assert history.epoch == [0, 1]
     assert messages == [
-        f"Could not reach RemoteMonitor root server at {server.root}: no answer within "
-        "0.2 seconds"
+        f"Could not reach RemoteMonitor root server at {server.root}: no answer within 0.2 seconds"
     ]
 
 
@@ -173,6 +184,11 @@ def test_only_the_main_process_posts(server_factory):
 
     server = server_factory()
     trainer = WorkerTrainer(torch.nn.Linear(1, 1), "sgd", "mse", device="cpu")
-    trainer.fit(torch.ones(4, 1), torch.ones(4, 1), epochs=2, verbose=0,
-                callbacks=[RemoteMonitor(root=server.root)])
+    trainer.fit(
+        torch.ones(4, 1),
+        torch.ones(4, 1),
+        epochs=2,
+        verbose=0,
+        callbacks=[RemoteMonitor(root=server.root)],
+    )
     assert server.requests == []

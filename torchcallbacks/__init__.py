@@ -6,21 +6,38 @@ from torchcallbacks.callbacks import (  # noqa: E402
     BaseLogger,
     Callback,
     CallbackList,
+    CSVLogger,
+    EarlyStopping,
     History,
+    JSONLogger,
     LambdaCallback,
+    LearningRateScheduler,
     ProgbarLogger,
+    ReduceLROnPlateau,
+    RemoteMonitor,
+    TensorBoard,
     TerminateOnNaN,
 )
+from torchcallbacks.checkpoint_io import load_checkpoint, seed_everything  # noqa: E402
 from torchcallbacks.trainer import Trainer  # noqa: E402
 
 __all__ = [
     "BaseLogger",
     "Callback",
     "CallbackList",
+    "CSVLogger",
+    "EarlyStopping",
     "History",
+    "JSONLogger",
     "LambdaCallback",
+    "LearningRateScheduler",
     "ProgbarLogger",
+    "ReduceLROnPlateau",
+    "RemoteMonitor",
+    "TensorBoard",
     "TerminateOnNaN",
     "Trainer",
     "__version__",
+    "load_checkpoint",
+    "seed_everything",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -110,6 +110,7 @@ class Trainer:
         self._epoch_start_state: dict[str, Any] | None = None
         self._batch_index = -1
         self._in_epoch = False
+        self._deferred: list[Callable[[], None]] = []
         self.samples_per_epoch: int | None = None
         self.batch_size: int | None = None
         self.last_batch_size = 0
@@ -203,6 +204,7 @@ class Trainer:
         callbacks = self._callback_list(callbacks, True, verbose, epochs, steps)
         self._callbacks = callbacks
         self.history = callbacks.history
+        self.example_batch_inputs = None
         self.stop_training = False
         self.global_train_batch = 0
         if resume_from is not None:
@@ -234,6 +236,7 @@ class Trainer:
                     val_logs = self._run_evaluation(val, callbacks, validation_steps)
                     epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 callbacks.on_epoch_end(epoch, epoch_logs)
+                self._run_deferred()
                 if distributed.any_rank(self.stop_training, self.device):
                     self.stop_training = True
                     break
@@ -294,6 +297,8 @@ class Trainer:
             self.global_train_batch += 1
             if batch_hooks:
                 callbacks.on_train_batch_end(batch_index, tracker.logs())
+                if self._deferred:
+                    self._run_deferred()
             stop = self.stop_training
             if distributed_run and (batch_hooks or first):
                 stop = distributed.any_rank(stop, self.device)
@@ -519,7 +524,10 @@ class Trainer:
     def checkpoint_state(
         self, epoch: int | None = None, logs: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Everything needed to reload or resume, as plain containers and tensors."""
+        """Everything needed to reload or resume, as plain containers and tensors.
+
+        The tensors are the live ones (no copies): save the dict at once, or deep-copy it.
+        """
         callbacks = self._callbacks.callbacks if self._callbacks is not None else []
         return {
             "format": "torchcallbacks.checkpoint",
@@ -564,6 +572,19 @@ class Trainer:
         self.global_step = int(state.get("global_step", self.global_step))
         if resume:
             self.request_resume(state)
+
+    def run_after_callbacks(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once every callback has handled the current batch or epoch end.
+
+        Backups use it so the saved state includes the callbacks listed after them
+        (History, the progress bar) for that batch or epoch.
+        """
+        self._deferred.append(action)
+
+    def _run_deferred(self) -> None:
+        actions, self._deferred = self._deferred, []
+        for action in actions:
+            action()
 
     def request_resume(self, state: Mapping[str, Any]) -> None:
         """Resume from ``state`` once every callback has run ``on_train_begin``."""

@@ -1,0 +1,363 @@
+"""Checkpoint files: safe loading, atomic writes, ``.pt`` and HDF5 formats, seeding.
+
+Two kinds of file, each in two formats chosen by the extension (``.h5``/``.hdf5`` is HDF5
+written with h5py, anything else `torch.save`):
+
+- *weights*: exactly the module's ``state_dict`` (`save_weights`);
+- *full checkpoints*: the dict of `Trainer.checkpoint_state` (`save_checkpoint`): module,
+  optimizer, epoch, callback states, RNG states and the exact-resume state, all tensors and
+  plain containers.
+
+Loading never unpickles arbitrary objects: ``.pt`` files go through
+``torch.load(weights_only=True)`` and HDF5 files hold only datasets and JSON attributes.
+Every write goes to a temporary file in the target's folder, is flushed to disk and then
+renamed over the target, so a crash never leaves a truncated file under the final name.
+The HDF5 layout is documented in ``docs/checkpoint_format.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import random
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchcallbacks.utils import require
+
+FORMAT = "torchcallbacks.checkpoint"
+WEIGHTS_FORMAT = "torchcallbacks.weights"
+HDF5_SUFFIXES = (".h5", ".hdf5")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# HDF5 names of the top-level entries of a full checkpoint that differ from the dict keys.
+_H5_GROUP_NAMES = {"model": "model_weights"}
+# Same-width integer types for the torch dtypes NumPy (hence HDF5) cannot represent.
+# Stored as unsigned ints of the width; read back through the signed torch view type.
+_BITCAST = {1: torch.uint8, 2: torch.int16, 4: torch.int32}
+_PLAIN_LEAVES = (torch.Tensor, type(None), bool, int, float, str)
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file holds pickled objects other than tensors and plain containers."""
+
+
+# -- atomic writes ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+
+    The temporary file is fsync'ed before ``os.replace`` (and the folder after it). If the
+    block raises, the temporary file is removed and any previous ``path`` is left intact::
+
+        with atomic_write("ckpt/model.pt") as tmp:
+            torch.save(state, tmp)
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    # os.open with 0o666 lets the umask decide the final file's permissions, as open() does.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    if os.name == "posix":  # make the rename itself durable
+        _fsync(folder, os.O_RDONLY)
+
+
+def _fsync(path: str, flags: int = os.O_RDWR) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- saving ----------------------------------------------------------------------------------
+def is_hdf5_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an HDF5 file (``.h5``/``.hdf5``)."""
+    return os.fspath(path).lower().endswith(HDF5_SUFFIXES)
+
+
+def save_weights(module: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Write ``module.state_dict()`` to ``path`` atomically (HDF5 for ``.h5``/``.hdf5``)."""
+    weights = _plain_module(module).state_dict()
+    if is_hdf5_path(path):
+        _save_h5(path, {"model": weights}, WEIGHTS_FORMAT)
+    else:
+        with atomic_write(path) as tmp:
+            torch.save(weights, tmp)
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """Write a full checkpoint (the dict of `Trainer.checkpoint_state`) to ``path`` atomically.
+
+    Only tensors, ``None``/bool/int/float/str and dict/list/tuple containers are accepted, so
+    that the file loads with ``torch.load(weights_only=True)``; anything else raises a
+    ``TypeError`` naming where it is before a byte is written.
+    """
+    _check_plain(state, "state")
+    if is_hdf5_path(path):
+        _save_h5(path, state, str(state.get("format", FORMAT)))
+    else:
+        with atomic_write(path) as tmp:
+            torch.save(dict(state), tmp)
+
+
+def _plain_module(module: torch.nn.Module) -> torch.nn.Module:
+    wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+    return module.module if isinstance(module, wrappers) else module
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if isinstance(value, _PLAIN_LEAVES):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                raise TypeError(
+                    f"checkpoint keys must be str or int; {where} has the key {key!r} "
+                    f"({type(key).__name__})."
+                )
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+        return
+    raise TypeError(
+        f"checkpoint state may hold only tensors, None, bool, int, float, str and "
+        f"dict/list/tuple containers (so that it loads with torch.load(weights_only=True)); "
+        f"{where} is a {type(value).__name__}: {value!r:.80}. Convert it in the state_dict() "
+        "that produced it (e.g. float(x) for a NumPy scalar, torch.from_numpy for an array)."
+    )
+
+
+# -- loading ---------------------------------------------------------------------------------
+def is_full_checkpoint(data: Any) -> bool:
+    """Whether ``data`` (from `load_file`) is a full checkpoint rather than bare weights."""
+    return isinstance(data, Mapping) and data.get("format") == FORMAT
+
+
+def load_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a weights or full-checkpoint file of either format, never running code from it.
+
+    Returns the ``state_dict`` for a weights file and the checkpoint dict for a full one.
+    A ``.pt`` file holding pickled objects other than tensors and plain containers raises
+    `UnsafeCheckpointError`.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as file:
+        is_hdf5 = file.read(len(_HDF5_MAGIC)) == _HDF5_MAGIC
+    if is_hdf5:
+        return _load_h5(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpointError(
+            f"Refusing to load {path!r}: it contains pickled Python objects other than tensors "
+            "and plain containers, and unpickling them could run arbitrary code. torchcallbacks "
+            "only loads files with torch.load(weights_only=True). If you wrote this file "
+            "yourself and trust it, load it with torch.load(path, weights_only=False) and pass "
+            f"the state_dict to model.load_state_dict(). Details: {error}"
+        ) from error
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, Any]:
+    """Load a weights file or a full checkpoint (``.pt`` or HDF5) into a model and optimizer.
+
+    Returns the loaded dict (the ``state_dict`` for a weights file; for a full checkpoint
+    ``{"model", "optimizer", "epoch", "logs", ...}``)::
+
+        model = Net()
+        optimizer = torch.optim.Adam(model.parameters())
+        state = load_checkpoint("ckpt/03-0.41.pt", model, optimizer)
+        state["epoch"], state["logs"]
+    """
+    data = load_file(path)
+    full = is_full_checkpoint(data)
+    if model is not None:
+        _plain_module(model).load_state_dict(data["model"] if full else data)
+    if optimizer is not None:
+        if not full or data.get("optimizer") is None:
+            raise ValueError(
+                f"{os.fspath(path)!r} holds no optimizer state (it is a weights-only file); "
+                "call load_checkpoint(path, model) without an optimizer, or save a full "
+                "checkpoint (ModelCheckpoint(save_weights_only=False) or trainer.save(path))."
+            )
+        optimizer.load_state_dict(data["optimizer"])
+    return data
+
+
+# -- HDF5 ------------------------------------------------------------------------------------
+def require_h5py() -> Any:
+    """The h5py module, or an ImportError saying to install ``torchcallbacks[h5]``."""
+    return require("h5py", "h5", feature="HDF5 checkpoints (.h5/.hdf5)")
+
+
+def _save_h5(path: str | os.PathLike, state: Mapping[str, Any], file_format: str) -> None:
+    h5py = require_h5py()
+    from torchcallbacks import __version__
+
+    state = {_H5_GROUP_NAMES.get(key, key): value for key, value in state.items()}
+    with atomic_write(path) as tmp, h5py.File(tmp, "w", track_order=True) as file:
+        _write_tree(file, state)
+        file.attrs["format"] = json.dumps(file_format)
+        file.attrs["torchcallbacks_version"] = json.dumps(__version__)
+
+
+def _load_h5(path: str) -> dict[str, Any]:
+    h5py = require_h5py()
+    with h5py.File(path, "r") as file:
+        data = _read_tree(file)
+        full = file.attrs.get("format") == json.dumps(FORMAT)
+    if full:
+        names = {h5_name: key for key, h5_name in _H5_GROUP_NAMES.items()}
+        return {names.get(key, key): value for key, value in data.items()}
+    return data.get("model_weights", data)
+
+
+def _has_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_tensor(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_tensor(v) for v in value)
+    return False
+
+
+def _write_tree(group: Any, tree: Mapping[str, Any] | list | tuple) -> None:
+    """Dicts, lists and tuples holding tensors become groups, tensors datasets, the rest
+    JSON attributes; ``__type__`` and ``__keys__`` keep container types and key order."""
+    items = list(tree.items()) if isinstance(tree, Mapping) else list(enumerate(tree))
+    kind = type(tree).__name__ if isinstance(tree, list | tuple) else "dict"
+    group.attrs["__type__"] = json.dumps(kind)
+    group.attrs["__keys__"] = json.dumps([key for key, _ in items])
+    names = [str(key) for key, _ in items]
+    if len(set(names)) != len(names) or any("/" in name or name.startswith("__") for name in names):
+        raise ValueError(
+            f"cannot store the keys {[key for key, _ in items]!r} in HDF5 (keys must be "
+            "distinct as strings, without '/' and not starting with '__'); use a .pt path."
+        )
+    for name, (_, value) in zip(names, items):
+        if isinstance(value, torch.Tensor):
+            _write_dataset(group, name, value)
+        elif _has_tensor(value):
+            _write_tree(group.create_group(name, track_order=True), value)
+        else:
+            group.attrs[name] = json.dumps(_to_json(value), allow_nan=True)
+
+
+def _write_dataset(group: Any, name: str, tensor: torch.Tensor) -> None:
+    tensor = tensor.detach().cpu().contiguous()
+    try:
+        group.create_dataset(name, data=tensor.numpy())
+    except TypeError:  # no NumPy dtype (bfloat16, float8, ...): store the bits
+        size = tensor.element_size()
+        bits = tensor.view(_BITCAST[size]).numpy().view(f"u{size}")
+        group.create_dataset(name, data=bits)
+        group[name].attrs["torch_dtype"] = str(tensor.dtype).removeprefix("torch.")
+
+
+def _read_tree(group: Any) -> Any:
+    keys = json.loads(group.attrs["__keys__"]) if "__keys__" in group.attrs else None
+    if keys is None:  # written by another tool: its datasets and groups, by name
+        keys = list(group)
+    values = []
+    for key in keys:
+        name = str(key)
+        if name in group:
+            item = group[name]
+            values.append(_read_dataset(item) if hasattr(item, "dtype") else _read_tree(item))
+        else:
+            values.append(_from_json(json.loads(group.attrs[name])))
+    kind = json.loads(group.attrs.get("__type__", '"dict"'))
+    if kind == "list":
+        return values
+    if kind == "tuple":
+        return tuple(values)
+    return dict(zip(keys, values))
+
+
+def _read_dataset(dataset: Any) -> torch.Tensor:
+    array = np.array(dataset[()])
+    dtype_name = dataset.attrs.get("torch_dtype")
+    if dtype_name is None:
+        return torch.from_numpy(array)
+    dtype = getattr(torch, dtype_name)
+    view_dtype = _BITCAST[dtype.itemsize]
+    signed = array.view(torch.empty((), dtype=view_dtype).numpy().dtype)
+    return torch.from_numpy(signed).view(view_dtype).view(dtype)
+
+
+def _to_json(value: Any) -> Any:
+    """JSON-ready form that keeps tuples and non-str dict keys (tagged)."""
+    if isinstance(value, tuple):
+        return {"__tuple__": [_to_json(v) for v in value]}
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, Mapping):
+        if all(isinstance(k, str) for k in value):
+            return {k: _to_json(v) for k, v in value.items()}
+        return {"__items__": [[k, _to_json(v)] for k, v in value.items()]}
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"__tuple__"}:
+            return tuple(_from_json(v) for v in value["__tuple__"])
+        if set(value) == {"__items__"}:
+            return {k: _from_json(v) for k, v in value["__items__"]}
+        return {k: _from_json(v) for k, v in value.items()}
+    return value
+
+
+# -- reproducibility -------------------------------------------------------------------------
+def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
+    """Seed Python's ``random``, NumPy, torch (CPU and every CUDA device) with ``seed``.
+
+    Returns a ``torch.Generator`` seeded with ``seed``: pass it to your ``DataLoader`` as
+    ``generator=`` so the shuffling order and the worker seeds depend only on ``seed``
+    (PyTorch seeds ``random``, NumPy and torch inside each worker from it)::
+
+        generator = seed_everything(42)
+        loader = DataLoader(dataset, batch_size=32, shuffle=True, generator=generator,
+                            num_workers=2)
+
+    ``deterministic=True`` also asks torch for deterministic kernels
+    (``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN benchmark off), at
+    some speed cost on GPUs.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32); got {seed!r}")
+    os.environ["PYTHONHASHSEED"] = str(seed)  # for subprocesses (DataLoader workers too)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
