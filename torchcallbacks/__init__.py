@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from torchcallbacks.callbacks import (  # noqa: E402
+    BackupAndRestore,
     BaseLogger,
     Callback,
     CallbackList,
@@ -12,6 +13,7 @@ from torchcallbacks.callbacks import (  # noqa: E402
     JSONLogger,
     LambdaCallback,
     LearningRateScheduler,
+    ModelCheckpoint,
     ProgbarLogger,
     ReduceLROnPlateau,
     RemoteMonitor,
@@ -22,6 +24,7 @@ from torchcallbacks.checkpoint_io import load_checkpoint, seed_everything  # noq
 from torchcallbacks.trainer import Trainer  # noqa: E402
 
 __all__ = [
+    "BackupAndRestore",
     "BaseLogger",
     "Callback",
     "CallbackList",
@@ -31,6 +34,7 @@ __all__ = [
     "JSONLogger",
     "LambdaCallback",
     "LearningRateScheduler",
+    "ModelCheckpoint",
     "ProgbarLogger",
     "ReduceLROnPlateau",
     "RemoteMonitor",

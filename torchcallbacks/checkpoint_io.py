@@ -72,8 +72,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
-    if os.name == "posix":  # make the rename itself durable
-        _fsync(folder, os.O_RDONLY)
+    if os.name == "posix":  # make the rename itself durable (not every filesystem can)
+        with contextlib.suppress(OSError):
+            _fsync(folder, os.O_RDONLY)
 
 
 def _fsync(path: str, flags: int = os.O_RDWR) -> None:

@@ -84,8 +84,14 @@ class Trainer:
         self._module = wrapped or distributed.wrap(self.model, self.device)
         self.optimizer = resolve_optimizer(optimizer, self.model.parameters())
         self.objective = Objective(loss, metrics)
-        self._train_tracker = MetricTracker(self.objective)
-        self._eval_tracker = MetricTracker(self.objective)
+        if loss is None and callable(getattr(self.model, "training_step", None)):
+            from torchcallbacks.lightning import LightningSteps
+
+            self._steps: ObjectiveSteps = LightningSteps(self)
+        else:
+            self._steps = ObjectiveSteps(self)
+        self._train_tracker = self._steps.tracker()
+        self._eval_tracker = self._steps.tracker()
 
         self.precision = precision
         self._autocast_dtype = _PRECISIONS[precision]
@@ -111,6 +117,8 @@ class Trainer:
         self._batch_index = -1
         self._in_epoch = False
         self._deferred: list[Callable[[], None]] = []
+        self._eager_module: torch.nn.Module | None = None  # set until compile is proven
+        self._batch_logs = False
         self.samples_per_epoch: int | None = None
         self.batch_size: int | None = None
         self.last_batch_size = 0
@@ -207,10 +215,18 @@ class Trainer:
         self.example_batch_inputs = None
         self.stop_training = False
         self.global_train_batch = 0
+        self._deferred = []
         if resume_from is not None:
-            from torchcallbacks.checkpoint_io import load_file
+            from torchcallbacks.checkpoint_io import is_full_checkpoint, load_file
 
-            self.request_resume(load_file(resume_from))
+            state = load_file(resume_from)
+            if not is_full_checkpoint(state):
+                raise ValueError(
+                    f"resume_from={resume_from!r} holds weights only; resuming needs a full "
+                    "checkpoint (trainer.save, or ModelCheckpoint(save_weights_only=False)). "
+                    "To start from these weights, call trainer.load_weights(path) before fit."
+                )
+            self.request_resume(state)
         self._maybe_compile()
 
         callbacks.on_train_begin({})
@@ -220,6 +236,7 @@ class Trainer:
         if resume is not None:
             start_epoch, skip = self._apply_resume(resume, callbacks)
         batch_hooks = callbacks.implements_batch_hooks("train")
+        self._batch_logs = callbacks.needs_batch_logs("train")
         was_training = self._module.training
         self._module.train()
         epoch_logs: dict[str, Any] = {}
@@ -234,7 +251,7 @@ class Trainer:
                 epoch_logs = self._train_tracker.logs(self._reduce)
                 if val is not None and _should_validate(epoch, validation_freq):
                     val_logs = self._run_evaluation(val, callbacks, validation_steps)
-                    epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                    epoch_logs.update(self._steps.validation_logs(val_logs))
                 callbacks.on_epoch_end(epoch, epoch_logs)
                 self._run_deferred()
                 if distributed.any_rank(self.stop_training, self.device):
@@ -258,12 +275,15 @@ class Trainer:
         resume: Mapping[str, Any] | None,
     ) -> None:
         optimizer = self.optimizer
-        objective = self.objective
         tracker = self._train_tracker
         accumulate = self.accumulate_grad_batches
         distributed_run = distributed.is_active()
         after_skip = (lambda: set_rng_state(resume["rng"])) if resume is not None else None
         pending = False  # gradients accumulated but not yet stepped
+        if resume is not None and resume["training"].get("gradients") is not None:
+            self._restore_gradients(resume["training"]["gradients"])
+            pending = True
+        batch_logs = self._batch_logs
         first = True
         self._in_epoch = True
         for batch_index, batch in enumerate(
@@ -274,29 +294,23 @@ class Trainer:
             self._batch_index = batch_index
             if batch_hooks:
                 callbacks.on_train_batch_begin(batch_index, {})
-            inputs, targets = _split_batch(batch)
-            if first and self.example_batch_inputs is None:
-                self.example_batch_inputs = inputs
             if not pending:
                 optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
             boundary = (batch_index + 1) % accumulate == 0
             if distributed_run and not boundary and isinstance(self._module, DDP):
                 with self._module.no_sync():  # gradients are all-reduced at the step only
-                    values, outputs = self._forward_backward(inputs, targets)
+                    values, size = self._forward_backward(batch, batch_index)
             else:
-                values, outputs = self._forward_backward(inputs, targets)
+                values, size = self._forward_backward(batch, batch_index)
             pending = True
             if boundary:
                 self._optimizer_step()
                 pending = False
-            if objective.stateful:
-                objective.update_stateful(outputs, targets)
-            size = _batch_size(targets)
             tracker.update(values, size)
             self.last_batch_size = size
             self.global_train_batch += 1
             if batch_hooks:
-                callbacks.on_train_batch_end(batch_index, tracker.logs())
+                callbacks.on_train_batch_end(batch_index, tracker.logs() if batch_logs else {})
                 if self._deferred:
                     self._run_deferred()
             stop = self.stop_training
@@ -310,15 +324,17 @@ class Trainer:
             self._optimizer_step()
         self._in_epoch = False
 
-    def _forward_backward(self, inputs: Any, targets: Any) -> tuple[list, Any]:
-        loss, values, outputs = self._compute(inputs, targets)
+    def _forward_backward(self, batch: Any, batch_index: int) -> tuple[Any, int]:
+        if self._eager_module is not None:
+            return self._first_compiled_step(batch, batch_index)
+        loss, values, size = self._steps.train_batch(batch, batch_index)
         if self.accumulate_grad_batches > 1:
             loss = loss / self.accumulate_grad_batches
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
             loss.backward()
-        return values, outputs
+        return values, size
 
     def _compute(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
         dtype = self._autocast_dtype
@@ -368,13 +384,30 @@ class Trainer:
     def _reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         return distributed.all_reduce_sum(tensor)
 
+    def _first_compiled_step(self, batch: Any, batch_index: int) -> tuple[Any, int]:
+        """Compilers fail at the first call (no C++ compiler, unsupported ops): fall back."""
+        eager, self._eager_module = self._eager_module, None
+        try:
+            return self._forward_backward(batch, batch_index)
+        except Exception as error:
+            warnings.warn(
+                f"torch.compile failed on the first batch ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}); training without it.",
+                stacklevel=2,
+            )
+            self._module = eager
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._forward_backward(batch, batch_index)
+
     def _maybe_compile(self) -> None:
         if not self._compile_requested:
             return
         self._compile_requested = False
         try:
+            self._eager_module = self._module
             self._module = torch.compile(self._module)
         except Exception as error:  # unsupported platform or Python version
+            self._eager_module = None
             warnings.warn(
                 f"torch.compile is not available here ({error}); training without it.",
                 stacklevel=3,
@@ -396,17 +429,22 @@ class Trainer:
         callback_list = self._callback_list(
             callbacks, False, verbose, 1, steps if steps is not None else _length(batches)
         )
-        logs = self._run_evaluation(batches, callback_list, steps)
+        logs = self._run_evaluation(batches, callback_list, steps, test=True)
         if return_dict:
             return logs
         values = list(logs.values())
         return values[0] if len(values) == 1 else values
 
     def _run_evaluation(
-        self, batches: TensorBatches | LoaderBatches, callbacks: CallbackList, steps: int | None
+        self,
+        batches: TensorBatches | LoaderBatches,
+        callbacks: CallbackList,
+        steps: int | None,
+        test: bool = False,
     ) -> dict[str, Any]:
         module = self._module
         tracker = self._eval_tracker
+        step = self._steps.test_batch if test else self._steps.eval_batch
         was_training = module.training
         module.eval()
         tracker.reset()
@@ -420,11 +458,8 @@ class Trainer:
                         break
                     if batch_hooks:
                         callbacks.on_test_batch_begin(batch_index, {})
-                    inputs, targets = _split_batch(batch)
-                    _, values, outputs = self._compute(inputs, targets)
-                    if self.objective.stateful:
-                        self.objective.update_stateful(outputs, targets)
-                    tracker.update(values, _batch_size(targets))
+                    values, size = step(batch, batch_index)
+                    tracker.update(values, size)
                     if batch_hooks:
                         callbacks.on_test_batch_end(batch_index, tracker.logs())
                     if self.stop_evaluating:
@@ -462,11 +497,7 @@ class Trainer:
                         break
                     if batch_hooks:
                         callback_list.on_predict_batch_begin(batch_index, {})
-                    if self._autocast_dtype is None:
-                        output = self._forward(_predict_inputs(batch))
-                    else:
-                        with torch.autocast(self.device.type, dtype=self._autocast_dtype):
-                            output = self._forward(_predict_inputs(batch))
+                    output = self._steps.predict_batch(batch, batch_index)
                     outputs.append(output)
                     if batch_hooks:
                         callback_list.on_predict_batch_end(batch_index, {"outputs": output})
@@ -492,6 +523,8 @@ class Trainer:
             )
         if isinstance(callbacks, CallbackList):
             callbacks = callbacks.callbacks
+        if training:
+            callbacks = [*self._steps.callbacks(), *(callbacks or [])]
         show_progress = verbose != 0 and self.is_main_process
         return CallbackList(
             callbacks,
@@ -551,6 +584,7 @@ class Trainer:
                 "global_train_batch": self.global_train_batch,
                 "tracker": self._train_tracker.state_dict(),
                 "epoch_start": self._epoch_start_state,
+                "gradients": self._pending_gradients(),
             }
         return {
             "epoch": self.current_epoch + 1,
@@ -560,6 +594,21 @@ class Trainer:
             "epoch_start": None,
             "data_generator": self._data_generator.get_state(),
         }
+
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _pending_gradients(self) -> list[torch.Tensor | None] | None:
+        """Gradients accumulated since the last optimizer step (None when there are none)."""
+        if self.optimizer is None or (self._batch_index + 1) % self.accumulate_grad_batches == 0:
+            return None
+        return [
+            None if p.grad is None else p.grad.detach().cpu().clone() for p in self._parameters()
+        ]
+
+    def _restore_gradients(self, gradients: Sequence[torch.Tensor | None]) -> None:
+        for parameter, gradient in zip(self._parameters(), gradients):
+            parameter.grad = None if gradient is None else gradient.to(parameter.device)
 
     def load_checkpoint_state(self, state: Mapping[str, Any], resume: bool = False) -> None:
         """Load the module, optimizer and scaler of a checkpoint; ``resume`` also schedules
@@ -618,6 +667,9 @@ class Trainer:
         self._epoch_start_state = position["epoch_start"]
         self._data_generator.set_state(self._epoch_start_state["data_generator"])
         torch.set_rng_state(self._epoch_start_state["torch"])
+        # Metric objects keep their own state, which is not saved: they restart empty and
+        # cover the batches after the resume.
+        self._train_tracker.reset()
         self._train_tracker.load_state_dict(position["tracker"], self.device)
 
     # -- files -----------------------------------------------------------------------------
@@ -638,6 +690,60 @@ class Trainer:
         from torchcallbacks.checkpoint_io import save_checkpoint
 
         save_checkpoint(path, self.checkpoint_state())
+
+
+class ObjectiveSteps:
+    """How `Trainer` turns one batch into a loss and logged values: the default strategy.
+
+    Batches are ``(inputs, targets)``; the module's forward runs on the inputs and the
+    Trainer's ``loss``/``metrics`` score the outputs. Modules with ``training_step`` get
+    `torchcallbacks.lightning.LightningSteps` instead, which overrides these methods.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.objective = trainer.objective
+
+    def tracker(self) -> MetricTracker:
+        """A new epoch accumulator for the values the batch methods return."""
+        return MetricTracker(self.objective)
+
+    def callbacks(self) -> list[Callback]:
+        """Callbacks `fit` runs before the user's (none here)."""
+        return []
+
+    def validation_logs(self, logs: Mapping[str, Any]) -> dict[str, Any]:
+        """Validation results as epoch-log entries (Keras's ``val_`` prefix)."""
+        return {f"val_{k}": v for k, v in logs.items()}
+
+    def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
+        """The loss to backpropagate, the values for the tracker and the batch size."""
+        inputs, targets = _split_batch(batch)
+        trainer = self.trainer
+        if trainer.example_batch_inputs is None:
+            trainer.example_batch_inputs = inputs
+        loss, values, outputs = trainer._compute(inputs, targets)
+        if self.objective.stateful:
+            self.objective.update_stateful(outputs, targets)
+        return loss, values, _batch_size(targets)
+
+    def eval_batch(self, batch: Any, batch_index: int) -> tuple[list, int]:
+        """Values and batch size of a validation batch (under ``no_grad``)."""
+        inputs, targets = _split_batch(batch)
+        _, values, outputs = self.trainer._compute(inputs, targets)
+        if self.objective.stateful:
+            self.objective.update_stateful(outputs, targets)
+        return values, _batch_size(targets)
+
+    test_batch = eval_batch  # `evaluate`'s batches: the same computation here
+
+    def predict_batch(self, batch: Any, batch_index: int) -> Any:
+        trainer = self.trainer
+        dtype = trainer._autocast_dtype
+        if dtype is None:
+            return trainer._forward(_predict_inputs(batch))
+        with torch.autocast(trainer.device.type, dtype=dtype):
+            return trainer._forward(_predict_inputs(batch))
 
 
 def _callback_key(index: int, callback: Callback) -> str:

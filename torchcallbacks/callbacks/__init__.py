@@ -1,5 +1,6 @@
 """Keras-style callbacks, one module each."""
 
+from torchcallbacks.callbacks.backup_and_restore import BackupAndRestore
 from torchcallbacks.callbacks.base import Callback, CallbackList
 from torchcallbacks.callbacks.base_logger import BaseLogger
 from torchcallbacks.callbacks.csv_logger import CSVLogger
@@ -8,6 +9,7 @@ from torchcallbacks.callbacks.history import History
 from torchcallbacks.callbacks.json_logger import JSONLogger
 from torchcallbacks.callbacks.lambda_callback import LambdaCallback
 from torchcallbacks.callbacks.learning_rate_scheduler import LearningRateScheduler
+from torchcallbacks.callbacks.model_checkpoint import ModelCheckpoint
 from torchcallbacks.callbacks.progbar_logger import ProgbarLogger
 from torchcallbacks.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
 from torchcallbacks.callbacks.remote_monitor import RemoteMonitor
@@ -15,6 +17,7 @@ from torchcallbacks.callbacks.tensorboard import TensorBoard
 from torchcallbacks.callbacks.terminate_on_nan import TerminateOnNaN
 
 __all__ = [
+    "BackupAndRestore",
     "BaseLogger",
     "Callback",
     "CallbackList",
@@ -24,6 +27,7 @@ __all__ = [
     "JSONLogger",
     "LambdaCallback",
     "LearningRateScheduler",
+    "ModelCheckpoint",
     "ProgbarLogger",
     "ReduceLROnPlateau",
     "RemoteMonitor",

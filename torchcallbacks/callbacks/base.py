@@ -72,6 +72,15 @@ class Callback:
         """
         return any(_overrides(self, name) for name in _BATCH_HOOKS[mode])
 
+    def needs_batch_logs(self, mode: str) -> bool:
+        """Whether this callback reads the logs of ``mode`` batch hooks.
+
+        Batch logs cost a host sync per step; a callback that uses batch hooks only to count
+        or to react to signals returns False, and then receives ``{}`` when no other
+        callback needs the logs.
+        """
+        return self.implements_batch_hooks(mode)
+
     # -- training --------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Called once at the start of `fit`."""
@@ -217,6 +226,10 @@ class CallbackList:
     def implements_batch_hooks(self, mode: str) -> bool:
         """True when some callback needs the ``mode`` batch hooks (and so batch logs)."""
         return any(c.implements_batch_hooks(mode) for c in self.callbacks)
+
+    def needs_batch_logs(self, mode: str) -> bool:
+        """True when some callback reads the ``mode`` batch logs."""
+        return any(c.needs_batch_logs(mode) for c in self.callbacks)
 
     def __iter__(self):
         return iter(self.callbacks)

@@ -1,0 +1,195 @@
+"""`BackupAndRestore`: resume an interrupted `fit` exactly where its last backup was made."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any
+
+from torchcallbacks import checkpoint_io
+from torchcallbacks.callbacks.base import Callback
+
+
+class BackupAndRestore(Callback):
+    """Back up the whole training state, and resume from it when the script runs again.
+
+    Example::
+
+        import torch
+        from torchcallbacks import BackupAndRestore, Trainer
+
+        model = torch.nn.Linear(3, 1)
+        trainer = Trainer(model, optimizer="sgd", loss="mse")
+        x, y = torch.randn(64, 3), torch.randn(64, 1)
+        # Killed at epoch 7? Running the same line again continues from the last backup.
+        trainer.fit(x, y, epochs=10, callbacks=[BackupAndRestore("backup")], verbose=0)
+
+    The backup, ``backup_dir/latest.pt``, is a full checkpoint (`Trainer.checkpoint_state`):
+    module, optimizer, AMP scaler, RNG states, the trainer's position and epoch
+    accumulators, and the state of every callback, e.g. EarlyStopping's counter,
+    ModelCheckpoint's best value and CSVLogger's file length. It is written atomically (a
+    crash never leaves a broken file) and loaded safely (``torch.load(weights_only=True)``).
+    On CPU a resumed run's weights, History and CSV file are bit-identical to an
+    uninterrupted run's.
+
+    - ``save_freq="epoch"``: back up after each epoch; a rerun continues with the next one.
+    - ``save_freq=N``: back up every ``N`` training batches (counted across epochs); a
+      rerun continues mid-epoch at the next batch, without reading the batches before it.
+    - ``SIGTERM`` (a preempted job, ``kill``, a cluster's time limit) makes one last backup
+      at the next batch boundary, then the signal takes its course (the previous handler,
+      by default ending the process). A second ``SIGTERM`` acts at once. The handler is
+      installed during `fit` from the main thread and restored afterwards.
+    - After a finished `fit` the backup file is deleted and ``backup_dir`` removed if empty
+      (``delete_checkpoint=False`` keeps the final state instead), so a later `fit` starts
+      from epoch 0. An exception leaves the backup in place for the rerun, and so does a
+      ``SIGTERM`` during the last epoch (the rerun then trains 0 epochs and finishes).
+
+    Each backup is written once every callback has handled the batch or epoch end that
+    triggered it (`Trainer.run_after_callbacks`), so the callbacks listed after this one are
+    included. Use a different folder from ModelCheckpoint's, and the same callbacks, in
+    the same order, in the rerun.
+
+    Args:
+        backup_dir: folder for the backup (created when needed).
+        save_freq: ``"epoch"`` or a positive number of training batches.
+        delete_checkpoint: delete the backup when `fit` finishes.
+    """
+
+    filename = "latest.pt"
+
+    def __init__(
+        self,
+        backup_dir: str | os.PathLike,
+        save_freq: str | int = "epoch",
+        delete_checkpoint: bool = True,
+    ) -> None:
+        super().__init__()
+        if not backup_dir:
+            raise ValueError("Empty `backup_dir` argument passed")
+        if save_freq != "epoch" and (
+            not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1
+        ):
+            raise ValueError(
+                "Invalid value for argument `save_freq`. "
+                f"Received: save_freq={save_freq}. "
+                "Expected either 'epoch' or an integer value."
+            )
+        self.backup_dir = os.fspath(backup_dir)
+        self.save_freq = save_freq
+        self.delete_checkpoint = delete_checkpoint
+        self._terminating = False
+        self._previous_handler: Any = None
+        self._handler_installed = False
+
+    @property
+    def backup_path(self) -> str:
+        """``backup_dir/latest.pt``."""
+        return os.path.join(self.backup_dir, self.filename)
+
+    def implements_batch_hooks(self, mode: str) -> bool:
+        # Batch hooks also let a SIGTERM be answered at the next batch boundary.
+        return mode == "train" and (self.save_freq != "epoch" or self._handler_installed)
+
+    def needs_batch_logs(self, mode: str) -> bool:
+        return False  # backups use the trainer's state, not the batch logs: no per-step sync
+
+    # -- restore ---------------------------------------------------------------------------
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._terminating = False
+        if os.path.exists(self.backup_path):
+            state = checkpoint_io.load_file(self.backup_path)
+            if not checkpoint_io.is_full_checkpoint(state):
+                raise ValueError(
+                    f"{self.backup_path} is not a BackupAndRestore backup (no full checkpoint "
+                    "format marker); delete it or choose another backup_dir."
+                )
+            self.trainer.request_resume(state)
+        self._install_handler()
+
+    # -- back up ---------------------------------------------------------------------------
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        due = self.save_freq != "epoch" and self.trainer.global_train_batch % self.save_freq == 0
+        if due or self._terminating:
+            self._schedule_backup(logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.save_freq == "epoch" or self._terminating:
+            self._schedule_backup(logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        terminating = self._terminating
+        try:
+            if self.delete_checkpoint and not terminating:
+                self._delete_backup()
+            else:  # after a SIGTERM, the rerun finds the finished state (and trains 0 epochs)
+                self._save(logs)
+        finally:
+            self._restore_handler()
+        if terminating:
+            signal.raise_signal(signal.SIGTERM)
+
+    def _schedule_backup(self, logs: Mapping[str, Any] | None) -> None:
+        """Back up once every callback has handled this batch or epoch end, so that the
+        callbacks listed after this one (History among them) are saved after it too."""
+        self.trainer.run_after_callbacks(lambda: self._backup(logs))
+
+    def _backup(self, logs: Mapping[str, Any] | None) -> None:
+        self._save(logs)
+        if self._terminating:  # the last backup after a SIGTERM: now let the signal through
+            self._restore_handler()
+            signal.raise_signal(signal.SIGTERM)
+
+    def _save(self, logs: Mapping[str, Any] | None) -> None:
+        if self.trainer.is_main_process:
+            state = self.trainer.checkpoint_state(logs=logs)
+            checkpoint_io.save_checkpoint(self.backup_path, state)
+
+    def _delete_backup(self) -> None:
+        if not self.trainer.is_main_process or not os.path.isdir(self.backup_dir):
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.backup_path)
+        for name in os.listdir(self.backup_dir):  # temp files of a killed write
+            if name.startswith(f".{self.filename}.") and name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.backup_dir, name))
+        with contextlib.suppress(OSError):  # kept when it holds other files
+            os.rmdir(self.backup_dir)
+
+    # -- SIGTERM ---------------------------------------------------------------------------
+    def _install_handler(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        if previous != self._on_sigterm:  # else still installed by a fit that raised
+            self._previous_handler = signal.SIG_DFL if previous is None else previous
+        self._handler_installed = True
+
+    def _restore_handler(self) -> None:
+        if self._handler_installed:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._handler_installed = False
+        self._terminating = False
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self._terminating or not self._fit_running(frame):
+            # A second SIGTERM, or a fit that ended by an exception (so on_train_end never
+            # restored the handler): pass the signal on as if this callback were not here.
+            self._restore_handler()
+            signal.raise_signal(signum)
+            return
+        self._terminating = True  # back up at the next batch boundary, then terminate
+
+    def _fit_running(self, frame: FrameType | None) -> bool:
+        """Whether this thread is inside `Trainer.fit` of this callback's trainer."""
+        from torchcallbacks.trainer import Trainer
+
+        while frame is not None:
+            if frame.f_code is Trainer.fit.__code__ and frame.f_locals.get("self") is self.trainer:
+                return True
+            frame = frame.f_back
+        return False
