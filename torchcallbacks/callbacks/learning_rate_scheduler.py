@@ -91,6 +91,9 @@ class LearningRateScheduler(Callback):
     def implements_batch_hooks(self, mode: str) -> bool:
         return mode == "train" and self.interval == "batch"
 
+    def needs_batch_logs(self, mode: str) -> bool:
+        return False  # stepping per batch reads no batch values: no per-step sync
+
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._warned_missing = False
         optimizer = getattr(self.trainer, "optimizer", None)

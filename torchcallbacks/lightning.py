@@ -1,0 +1,545 @@
+"""Lightning-style modules: ``training_step``, ``configure_optimizers`` and ``self.log``.
+
+A module that defines ``training_step(batch, batch_idx)`` is trained by `Trainer` without a
+``loss`` or ``optimizer``: the trainer calls its step methods, takes the optimizer (and
+learning-rate schedulers) from ``configure_optimizers``, and turns what the module logs with
+``self.log`` into the callbacks' logs. Plain modules get ``self.log`` from `LoggingMixin`;
+a real ``lightning.LightningModule`` works as it is (Lightning is never imported here).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from torchcallbacks.callbacks.base import Callback, to_float
+from torchcallbacks.callbacks.learning_rate_scheduler import LearningRateScheduler
+from torchcallbacks.trainer import ObjectiveSteps
+
+if TYPE_CHECKING:
+    from torchcallbacks.trainer import Trainer
+
+_LIBRARY_PACKAGES = ("lightning", "pytorch_lightning", "torch")
+
+
+class _StepLog:
+    """What the module logs during one step call, with the hook's on_step/on_epoch defaults."""
+
+    __slots__ = ("on_step", "on_epoch", "entries")
+
+    def __init__(self, on_step: bool, on_epoch: bool) -> None:
+        self.on_step = on_step
+        self.on_epoch = on_epoch
+        self.entries: list[tuple[str, Any, bool, bool, int | None]] = []
+
+    def add(
+        self,
+        name: str,
+        value: Any,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: str | Callable[..., Any],
+        batch_size: int | None,
+    ) -> None:
+        on_step = self.on_step if on_step is None else on_step
+        on_epoch = self.on_epoch if on_epoch is None else on_epoch
+        if not (on_step or on_epoch):
+            raise ValueError(
+                f"self.log({name!r}, ..., on_step=False, on_epoch=False) has no effect; set "
+                "on_step=True (value in the batch logs) and/or on_epoch=True (epoch mean)."
+            )
+        if reduce_fx not in ("mean", torch.mean):
+            raise ValueError(
+                f"self.log({name!r}, ..., reduce_fx={reduce_fx!r}) is not supported: "
+                "torchcallbacks averages logged values over the epoch (reduce_fx='mean')."
+            )
+        self.entries.append((name, _loggable(name, value), on_step, on_epoch, batch_size))
+
+
+_ACTIVE_LOG: ContextVar[_StepLog | None] = ContextVar("torchcallbacks_step_log", default=None)
+
+
+class LoggingMixin:
+    """Lightning's ``self.log`` / ``self.log_dict`` for modules that do not use Lightning.
+
+    Inside the step methods `Trainer` calls, logged values reach the callbacks' logs: in
+    ``training_step`` by default ``on_step=True, on_epoch=False`` (the batch logs get the
+    value, the epoch logs the last one); in ``validation_step``/``test_step``
+    ``on_step=False, on_epoch=True`` (the epoch mean, weighted by ``batch_size``, which is
+    read from the batch when not given). Outside a trainer step, ``log`` does nothing, so the
+    step methods can be called directly in unit tests.
+
+    Example::
+
+        import torch
+        from torchcallbacks import EarlyStopping, Trainer
+        from torchcallbacks.lightning import LoggingMixin
+
+        class Regressor(LoggingMixin, torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(3, 1)
+
+            def forward(self, x):
+                return self.layer(x)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                loss = torch.nn.functional.mse_loss(self(x), y)
+                self.log("train_mse", loss, on_epoch=True)
+                return loss
+
+            def validation_step(self, batch, batch_idx):
+                x, y = batch
+                self.log("val_loss", torch.nn.functional.mse_loss(self(x), y))
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        x, y = torch.randn(64, 3), torch.randn(64, 1)
+        history = Trainer(Regressor()).fit(x, y, epochs=3, validation_split=0.25,
+                                           callbacks=[EarlyStopping(patience=1)], verbose=0)
+        print(sorted(history.history))  # ['loss', 'train_mse', 'val_loss']
+
+    ``prog_bar``, ``logger``, ``sync_dist`` and the other Lightning arguments are accepted
+    and ignored: every logged value reaches every callback (and so the progress bar).
+    """
+
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: str | Callable[..., Any] = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        metric_attribute: str | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """Log ``value`` (a scalar tensor, a number, or a metric object) under ``name``."""
+        step_log = _ACTIVE_LOG.get()
+        if step_log is not None:
+            step_log.add(name, value, on_step, on_epoch, reduce_fx, batch_size)
+
+    def log_dict(
+        self,
+        dictionary: Mapping[str, Any],
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: str | Callable[..., Any] = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """`log` every item of ``dictionary`` with the same options."""
+        for name, value in dictionary.items():
+            self.log(
+                name,
+                value,
+                on_step=on_step,
+                on_epoch=on_epoch,
+                reduce_fx=reduce_fx,
+                batch_size=batch_size,
+            )
+
+
+class _RoutedLog:
+    """A LightningModule's ``log``/``log_dict``: ours during a Trainer step, Lightning's
+    otherwise. An instance attribute, so it survives ``copy.deepcopy`` and pickling."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: torch.nn.Module, name: str) -> None:
+        self.module = module
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        owner = LoggingMixin if _ACTIVE_LOG.get() is not None else type(self.module)
+        return getattr(owner, self.name)(self.module, *args, **kwargs)
+
+
+def is_lightning_module(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is a ``lightning`` / ``pytorch_lightning`` LightningModule."""
+    return any(
+        cls.__name__ == "LightningModule" and cls.__module__.split(".")[0] in _LIBRARY_PACKAGES
+        for cls in type(module).__mro__
+    )
+
+
+def _user_method(module: torch.nn.Module, name: str) -> Callable[..., Any] | None:
+    """``module.<name>`` when the user's class defines it (not Lightning's or torch's stub)."""
+    for cls in type(module).__mro__:
+        if name in vars(cls):
+            if cls is LoggingMixin or cls.__module__.split(".")[0] in _LIBRARY_PACKAGES:
+                return None
+            return getattr(module, name)
+    return None
+
+
+class LoggedTracker:
+    """Epoch accumulators of what a module logs: the Lightning-style `MetricTracker`.
+
+    ``logs()`` (batch hooks) gives running means, with values logged ``on_step`` at this
+    step's value; ``logs(reduce)`` (epoch end) gives epoch means for values logged
+    ``on_epoch`` and the last value for the others. Metric objects give ``compute()`` and
+    are reset with the tracker. Keys keep the order in which they were first logged.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.series: dict[str, _Series] = {}
+
+    def reset(self) -> None:
+        for series in self.series.values():
+            if series.metric is not None:
+                series.metric.reset()
+        self.series = {}
+
+    def update(self, values: list[tuple[str, Any, bool, bool, int | None]], size: int) -> None:
+        for name, value, on_step, on_epoch, batch_size in values:
+            series = self.series.get(name)
+            if series is None:
+                series = self.series[name] = _Series()
+            if not isinstance(value, torch.Tensor | float):  # a metric object
+                series.metric = value
+                continue
+            series.step = value if on_step else None
+            if on_epoch:
+                weight = size if batch_size is None else batch_size
+                series.total = series.total + value * weight
+                series.weight += weight
+                series.epoch_mean = True
+            elif not series.epoch_mean:
+                series.total, series.weight = value, 1.0
+
+    def logs(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+        names, totals, weights = [], [], []
+        for name, series in self.series.items():
+            if series.metric is not None:
+                continue
+            names.append(name)
+            if reduce is None and series.step is not None:
+                totals.append(series.step)
+                weights.append(1.0)
+            else:
+                totals.append(series.total)
+                weights.append(series.weight)
+        logs: dict[str, Any] = {}
+        if names:
+            sums = torch.stack(
+                [torch.as_tensor(v, device=self.device).float() for v in [*totals, *weights]]
+            )
+            if reduce is not None:
+                sums = reduce(sums)
+            flat = sums.tolist()
+            count = len(names)
+            logs = {name: flat[i] / flat[count + i] for i, name in enumerate(names)}
+        for name, series in self.series.items():
+            if series.metric is not None:
+                logs[name] = to_float(series.metric.compute())
+        return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            name: {
+                "total": s.total.cpu() if isinstance(s.total, torch.Tensor) else s.total,
+                "weight": s.weight,
+                "epoch_mean": s.epoch_mean,
+            }
+            for name, s in self.series.items()
+            if s.metric is None
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
+        self.series = {}
+        for name, saved in state.items():
+            series = self.series[name] = _Series()
+            total = saved["total"]
+            series.total = total.to(device) if isinstance(total, torch.Tensor) else total
+            series.weight = float(saved["weight"])
+            series.epoch_mean = bool(saved["epoch_mean"])
+
+
+class _Series:
+    __slots__ = ("total", "weight", "epoch_mean", "step", "metric")
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | float = 0.0
+        self.weight = 0.0
+        self.epoch_mean = False
+        self.step: torch.Tensor | float | None = None
+        self.metric: Any = None
+
+
+class _ConfiguredScheduler(LearningRateScheduler):
+    """A scheduler from ``configure_optimizers``: stepped every ``frequency`` epochs, or every
+    ``frequency`` optimizer steps with ``interval="step"`` (gradient accumulation respected)."""
+
+    def __init__(self, scheduler: Any, interval: str, frequency: int, monitor: str) -> None:
+        super().__init__(
+            scheduler, interval="batch" if interval == "step" else "epoch", monitor=monitor
+        )
+        self.frequency = frequency
+        self.last_step = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        self.last_step = self.trainer.global_step
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = self.trainer.global_step
+        if step != self.last_step:
+            self.last_step = step
+            if step % self.frequency == 0:
+                super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.interval == "batch" or (epoch + 1) % self.frequency == 0:
+            super().on_epoch_end(epoch, logs)
+        elif logs is not None:
+            logs["lr"] = self.trainer.get_lr()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "last_step": self.last_step}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.last_step = int(state.get("last_step", self.last_step))
+
+
+def configure_optimizers(
+    module: torch.nn.Module,
+) -> tuple[torch.optim.Optimizer, list[LearningRateScheduler]]:
+    """The optimizer and scheduler callbacks from ``module.configure_optimizers()``.
+
+    Accepts Lightning's return forms: an optimizer; a list/tuple with one optimizer;
+    ``([optimizer], [scheduler or config, ...])``; ``{"optimizer": ..., "lr_scheduler":
+    scheduler or {"scheduler", "interval", "frequency", "monitor"}, "monitor": ...}``.
+    """
+    owner = type(module).__name__
+    result = module.configure_optimizers()
+    optimizers: list[Any] = []
+    schedulers: list[LearningRateScheduler] = []
+    if isinstance(result, Mapping):
+        result = [result]
+    if isinstance(result, torch.optim.Optimizer):
+        optimizers = [result]
+    elif (
+        isinstance(result, list | tuple)
+        and len(result) == 2
+        and all(isinstance(part, list | tuple) for part in result)
+    ):
+        optimizers = list(result[0])
+        schedulers = [_scheduler_callback(s, None, owner) for s in result[1]]
+    elif isinstance(result, list | tuple):
+        for item in result:
+            if isinstance(item, Mapping):
+                if "optimizer" not in item:
+                    raise ValueError(
+                        f"{owner}.configure_optimizers returned a dict without an 'optimizer' "
+                        f"key (keys: {sorted(item)}); return {{'optimizer': ..., "
+                        "'lr_scheduler': ...}."
+                    )
+                optimizers.append(item["optimizer"])
+                if item.get("lr_scheduler") is not None:
+                    schedulers.append(
+                        _scheduler_callback(item["lr_scheduler"], item.get("monitor"), owner)
+                    )
+            else:
+                optimizers.append(item)
+    if len(optimizers) != 1 or not isinstance(optimizers[0], torch.optim.Optimizer):
+        raise ValueError(
+            f"{owner}.configure_optimizers must return one torch.optim.Optimizer (alone, in a "
+            "list, or in Lightning's dict form with 'lr_scheduler'); it returned "
+            f"{result!r}. Several optimizers need manual optimization, which the Trainer "
+            "does not do."
+        )
+    return optimizers[0], schedulers
+
+
+def _scheduler_callback(config: Any, monitor: str | None, owner: str) -> LearningRateScheduler:
+    if not isinstance(config, Mapping):
+        config = {"scheduler": config}
+    unknown = set(config) - {"scheduler", "interval", "frequency", "monitor", "strict", "name"}
+    interval = config.get("interval", "epoch")
+    frequency = config.get("frequency", 1)
+    if "scheduler" not in config or unknown or interval not in ("epoch", "step"):
+        raise ValueError(
+            f"{owner}.configure_optimizers: bad lr_scheduler config {dict(config)!r}; use "
+            "{'scheduler': <torch lr_scheduler>, 'interval': 'epoch' or 'step', "
+            "'frequency': int, 'monitor': 'val_loss'}."
+        )
+    if not isinstance(frequency, int) or frequency < 1:
+        raise ValueError(f"{owner}.configure_optimizers: frequency must be an int >= 1.")
+    monitor = config.get("monitor", monitor) or "val_loss"
+    return _ConfiguredScheduler(config["scheduler"], interval, frequency, monitor)
+
+
+class LightningSteps(ObjectiveSteps):
+    """The `Trainer`'s batch strategy for modules that define ``training_step``.
+
+    Chosen by ``Trainer(model)`` when ``model`` defines ``training_step`` and no ``loss`` is
+    given. ``training_step(batch, batch_idx)`` returns the loss (or a dict with ``"loss"``);
+    `fit` validates with ``validation_step``, `evaluate` uses ``test_step`` (else
+    ``validation_step``), `predict` uses ``predict_step`` (else the module's forward).
+    Batches are passed as the data yields them. Validation keys are the logged names.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(trainer)
+        module = trainer.model
+        owner = type(module).__name__
+        if trainer.objective.metric_spec:
+            raise ValueError(
+                f"metrics= is used with loss=; {owner} defines training_step, so log its metrics "
+                "with self.log(...) in training_step/validation_step instead."
+            )
+        if getattr(module, "automatic_optimization", True) is False:
+            raise ValueError(
+                f"{owner} sets automatic_optimization = False; the Trainer does the backward "
+                "pass and optimizer step itself. Remove the manual optimization, or pass "
+                "loss= and optimizer= to train the module's forward instead."
+            )
+        if isinstance(trainer._module, DistributedDataParallel):
+            raise NotImplementedError(
+                f"{owner} defines training_step, which the Trainer calls on the plain module; "
+                "under DistributedDataParallel that would skip gradient synchronisation. Use "
+                "loss= with the module's forward for distributed training."
+            )
+        if is_lightning_module(module):
+            module.log = _RoutedLog(module, "log")
+            module.log_dict = _RoutedLog(module, "log_dict")
+        self.module = module
+        self.schedulers: list[LearningRateScheduler] = []
+        if trainer.optimizer is None and _user_method(module, "configure_optimizers"):
+            trainer.optimizer, self.schedulers = configure_optimizers(module)
+        self.validation_step = _user_method(module, "validation_step")
+        self.test_step = _user_method(module, "test_step") or self.validation_step
+        self.predict_step = _user_method(module, "predict_step")
+
+    def tracker(self) -> LoggedTracker:
+        return LoggedTracker(self.trainer.device)
+
+    def callbacks(self) -> list[Callback]:
+        return list(self.schedulers)
+
+    def validation_logs(self, logs: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(logs)
+
+    def _call(self, step: Callable[..., Any], log: _StepLog | None, *args: Any) -> Any:
+        token = _ACTIVE_LOG.set(log)
+        try:
+            dtype = self.trainer._autocast_dtype
+            if dtype is None:
+                return step(*args)
+            with torch.autocast(self.trainer.device.type, dtype=dtype):
+                return step(*args)
+        finally:
+            _ACTIVE_LOG.reset(token)
+
+    def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
+        trainer = self.trainer
+        if trainer.example_batch_inputs is None and _is_pair(batch):
+            trainer.example_batch_inputs = batch[0]
+        log = _StepLog(on_step=True, on_epoch=False)
+        output = self._call(self.module.training_step, log, batch, batch_index)
+        loss = _loss_of(output, type(self.module).__name__)
+        if not any(entry[0] == "loss" for entry in log.entries):
+            log.entries.insert(0, ("loss", loss.detach(), False, True, None))
+        return loss, log.entries, _batch_size_of(batch)
+
+    def eval_batch(self, batch: Any, batch_index: int) -> tuple[list, int]:
+        return self._evaluate(self.validation_step, "validation_step", batch, batch_index)
+
+    def test_batch(self, batch: Any, batch_index: int) -> tuple[list, int]:
+        return self._evaluate(self.test_step, "test_step", batch, batch_index)
+
+    def _evaluate(
+        self, step: Callable[..., Any] | None, name: str, batch: Any, batch_index: int
+    ) -> tuple[list, int]:
+        if step is None:
+            raise ValueError(
+                f"{type(self.module).__name__} defines no {name}(batch, batch_idx), which "
+                "validation/evaluate need; define it and log the metrics with self.log, "
+                "e.g. self.log('val_loss', loss)."
+            )
+        log = _StepLog(on_step=False, on_epoch=True)
+        self._call(step, log, batch, batch_index)
+        return log.entries, _batch_size_of(batch)
+
+    def predict_batch(self, batch: Any, batch_index: int) -> Any:
+        if self.predict_step is None:
+            return super().predict_batch(batch, batch_index)
+        if _is_pair(batch) and batch[1] is None:  # in-memory inputs without targets
+            batch = batch[0]
+        return self._call(self.predict_step, None, batch, batch_index)
+
+
+def _loggable(name: str, value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"self.log({name!r}, ...) got a tensor of shape {tuple(value.shape)}; log a "
+                "scalar (e.g. value.mean())."
+            )
+        return value.detach().reshape(())
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if all(hasattr(value, attr) for attr in ("update", "compute", "reset")):
+        return value
+    raise ValueError(
+        f"self.log({name!r}, ...) got {type(value).__name__}; log a scalar tensor, a number, "
+        "or a metric object with update/compute/reset."
+    )
+
+
+def _loss_of(output: Any, owner: str) -> torch.Tensor:
+    loss = output.get("loss") if isinstance(output, Mapping) else output
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.requires_grad:
+        return loss.reshape(())
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+        problem = "a loss that does not require grad (detached, or computed under no_grad)"
+    else:
+        problem = f"{type(output).__name__}"
+    raise ValueError(
+        f"{owner}.training_step must return the loss (a scalar tensor with grad) or a dict "
+        f"with 'loss'; it returned {problem}."
+    )
+
+
+def _is_pair(batch: Any) -> bool:
+    return isinstance(batch, tuple | list) and len(batch) == 2
+
+
+def _tensors(batch: Any) -> Iterator[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        yield batch
+    elif isinstance(batch, Mapping):
+        for value in batch.values():
+            yield from _tensors(value)
+    elif isinstance(batch, Sequence) and not isinstance(batch, str):
+        for value in batch:
+            yield from _tensors(value)
+
+
+def _batch_size_of(batch: Any) -> int:
+    """Lightning's rule: the first dimension of the first tensor in the batch (else 1)."""
+    for tensor in _tensors(batch):
+        return tensor.shape[0] if tensor.ndim else 1
+    return 1
