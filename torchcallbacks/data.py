@@ -134,8 +134,7 @@ class TensorBatches:
             order = torch.randperm(self.num_samples, generator=generator)
         if self.world_size > 1:
             base = order if order is not None else torch.arange(self.num_samples)
-            padded = base.repeat(math.ceil(self.shard_size * self.world_size / self.num_samples))
-            order = padded[: self.shard_size * self.world_size][self.rank :: self.world_size]
+            order = _shard(base, self.rank, self.world_size)
         if order is not None and self.on_device:
             order = order.to(self.tensors[0].device)
         non_blocking = self.device.type == "cuda"
@@ -152,6 +151,18 @@ class TensorBatches:
                 parts = [p.to(self.device, non_blocking=non_blocking) for p in parts]
             yield self._structure(parts)
 
+    @property
+    def sharded(self) -> bool:
+        """Whether each rank sees only its part of the data."""
+        return self.world_size > 1
+
+    def sample_order(self) -> torch.Tensor | None:
+        """For unshuffled distributed data: the sample index of each row of the rank-major
+        concatenation of every rank's batches (padding rows included); else None."""
+        if self.world_size == 1 or self.shuffle:
+            return None
+        return sharded_order(self.num_samples, self.world_size)
+
     def _structure(self, parts: list[torch.Tensor]) -> Any:
         if self.single:
             return parts[0], parts[1]
@@ -160,6 +171,19 @@ class TensorBatches:
         if self.structure[1] is None:
             return inputs, None
         return inputs, _rebuild(self.structure[1], leaves)
+
+
+def _shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's part of ``order``, padded like DistributedSampler (drop_last=False)."""
+    shard_size = math.ceil(len(order) / world_size)
+    padded = order.repeat(math.ceil(shard_size * world_size / len(order)))
+    return padded[: shard_size * world_size][rank::world_size]
+
+
+def sharded_order(num_samples: int, world_size: int) -> torch.Tensor:
+    """Sample indices in the order a rank-major gather of unshuffled shards returns them."""
+    base = torch.arange(num_samples)
+    return torch.cat([_shard(base, rank, world_size) for rank in range(world_size)])
 
 
 class LoaderBatches:
@@ -173,6 +197,17 @@ class LoaderBatches:
 
     def __len__(self) -> int:
         return len(self.loader)  # type: ignore[arg-type]
+
+    @property
+    def sharded(self) -> bool:
+        return isinstance(getattr(self.loader, "sampler", None), DistributedSampler)
+
+    def sample_order(self) -> torch.Tensor | None:
+        """As `TensorBatches.sample_order`, for a loader with an unshuffled DistributedSampler."""
+        sampler = getattr(self.loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or sampler.shuffle or sampler.drop_last:
+            return None
+        return sharded_order(len(sampler.dataset), sampler.num_replicas)  # type: ignore[arg-type]
 
     def has_len(self) -> bool:
         try:

@@ -506,7 +506,9 @@ class Trainer:
         finally:
             module.train(was_training)
         callback_list.on_predict_end({})
-        return _concatenate(outputs)
+        if not (distributed.is_active() and batches.sharded):
+            return _concatenate(outputs, gather=False)
+        return _concatenate(outputs, gather=True, order=batches.sample_order())
 
     # -- callbacks -------------------------------------------------------------------------
     def _callback_list(
@@ -796,14 +798,25 @@ def _channels_last(inputs: Any) -> Any:
     return inputs
 
 
-def _concatenate(outputs: list[Any]) -> Any:
+def _concatenate(outputs: list[Any], gather: bool, order: torch.Tensor | None = None) -> Any:
+    """Concatenate per-batch outputs on the CPU; with ``gather``, add every rank's rows and,
+    when ``order`` gives each row's sample index, put them back in input order."""
     if not outputs:
         return torch.empty(0)
     first = outputs[0]
     if isinstance(first, torch.Tensor):
-        return distributed.gather(torch.cat(outputs)).cpu()
+        local = torch.cat(outputs)
+        if not gather:
+            return local.cpu()
+        gathered = distributed.gather(local).cpu()
+        if order is None or len(order) != len(gathered):
+            return gathered
+        in_order = gathered.new_empty((int(order.max()) + 1, *gathered.shape[1:]))
+        in_order[order] = gathered  # padding rows repeat samples and write the same values
+        return in_order
     if isinstance(first, Mapping):
-        return {k: _concatenate([o[k] for o in outputs]) for k in first}
+        return {k: _concatenate([o[k] for o in outputs], gather, order) for k in first}
     if isinstance(first, tuple | list):
-        return type(first)(_concatenate([o[i] for o in outputs]) for i in range(len(first)))
+        parts = (_concatenate([o[i] for o in outputs], gather, order) for i in range(len(first)))
+        return type(first)(parts)
     return outputs
