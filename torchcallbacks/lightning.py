@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from torchcallbacks.callbacks.base import Callback, to_float
 from torchcallbacks.callbacks.learning_rate_scheduler import LearningRateScheduler
-from torchcallbacks.trainer import ObjectiveSteps
+from torchcallbacks.steps import ObjectiveSteps
 
 if TYPE_CHECKING:
     from torchcallbacks.trainer import Trainer

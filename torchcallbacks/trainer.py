@@ -19,9 +19,10 @@ from torchcallbacks import __version__, distributed
 from torchcallbacks.callbacks.base import Callback, CallbackList
 from torchcallbacks.callbacks.history import History
 from torchcallbacks.data import LoaderBatches, TensorBatches, make_batches, split_validation
-from torchcallbacks.metrics import MetricTracker, Objective
+from torchcallbacks.metrics import Objective
 from torchcallbacks.optimizers import resolve_optimizer
 from torchcallbacks.rng import get_rng_state, set_rng_state
+from torchcallbacks.steps import ObjectiveSteps, concatenate_outputs
 
 _PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -336,33 +337,6 @@ class Trainer:
             loss.backward()
         return values, size
 
-    def _compute(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
-        dtype = self._autocast_dtype
-        if dtype is None:
-            outputs = self._forward(inputs)
-            if self.objective.heads is None:
-                self.objective.build(outputs)
-            loss, values = self.objective(outputs, targets)
-            return loss, values, outputs
-        with torch.autocast(self.device.type, dtype=dtype):
-            outputs = self._forward(inputs)
-            if self.objective.heads is None:
-                self.objective.build(outputs)
-            loss, values = self.objective(outputs, targets)
-        return loss, values, outputs
-
-    def _forward(self, inputs: Any) -> Any:
-        module = self._module
-        if self.channels_last:
-            inputs = _channels_last(inputs)
-        if isinstance(inputs, torch.Tensor):
-            return module(inputs)
-        if isinstance(inputs, Mapping):
-            return module(**inputs)
-        if isinstance(inputs, tuple | list):
-            return module(*inputs)
-        return module(inputs)
-
     def _optimizer_step(self) -> None:
         optimizer = self.optimizer
         scaler = self.scaler
@@ -507,8 +481,8 @@ class Trainer:
             module.train(was_training)
         callback_list.on_predict_end({})
         if not (distributed.is_active() and batches.sharded):
-            return _concatenate(outputs, gather=False)
-        return _concatenate(outputs, gather=True, order=batches.sample_order())
+            return concatenate_outputs(outputs, gather=False)
+        return concatenate_outputs(outputs, gather=True, order=batches.sample_order())
 
     # -- callbacks -------------------------------------------------------------------------
     def _callback_list(
@@ -694,60 +668,6 @@ class Trainer:
         save_checkpoint(path, self.checkpoint_state())
 
 
-class ObjectiveSteps:
-    """How `Trainer` turns one batch into a loss and logged values: the default strategy.
-
-    Batches are ``(inputs, targets)``; the module's forward runs on the inputs and the
-    Trainer's ``loss``/``metrics`` score the outputs. Modules with ``training_step`` get
-    `torchcallbacks.lightning.LightningSteps` instead, which overrides these methods.
-    """
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self.objective = trainer.objective
-
-    def tracker(self) -> MetricTracker:
-        """A new epoch accumulator for the values the batch methods return."""
-        return MetricTracker(self.objective)
-
-    def callbacks(self) -> list[Callback]:
-        """Callbacks `fit` runs before the user's (none here)."""
-        return []
-
-    def validation_logs(self, logs: Mapping[str, Any]) -> dict[str, Any]:
-        """Validation results as epoch-log entries (Keras's ``val_`` prefix)."""
-        return {f"val_{k}": v for k, v in logs.items()}
-
-    def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
-        """The loss to backpropagate, the values for the tracker and the batch size."""
-        inputs, targets = _split_batch(batch)
-        trainer = self.trainer
-        if trainer.example_batch_inputs is None:
-            trainer.example_batch_inputs = inputs
-        loss, values, outputs = trainer._compute(inputs, targets)
-        if self.objective.stateful:
-            self.objective.update_stateful(outputs, targets)
-        return loss, values, _batch_size(targets)
-
-    def eval_batch(self, batch: Any, batch_index: int) -> tuple[list, int]:
-        """Values and batch size of a validation batch (under ``no_grad``)."""
-        inputs, targets = _split_batch(batch)
-        _, values, outputs = self.trainer._compute(inputs, targets)
-        if self.objective.stateful:
-            self.objective.update_stateful(outputs, targets)
-        return values, _batch_size(targets)
-
-    test_batch = eval_batch  # `evaluate`'s batches: the same computation here
-
-    def predict_batch(self, batch: Any, batch_index: int) -> Any:
-        trainer = self.trainer
-        dtype = trainer._autocast_dtype
-        if dtype is None:
-            return trainer._forward(_predict_inputs(batch))
-        with torch.autocast(trainer.device.type, dtype=dtype):
-            return trainer._forward(_predict_inputs(batch))
-
-
 def _callback_key(index: int, callback: Callback) -> str:
     return f"{index}:{type(callback).__name__}"
 
@@ -764,59 +684,3 @@ def _should_validate(epoch: int, validation_freq: int | Sequence[int]) -> bool:
             raise ValueError(f"validation_freq must be >= 1, got {validation_freq}")
         return (epoch + 1) % validation_freq == 0
     return epoch + 1 in validation_freq
-
-
-def _split_batch(batch: Any) -> tuple[Any, Any]:
-    if isinstance(batch, tuple | list) and len(batch) == 2:
-        return batch[0], batch[1]
-    length = f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
-    raise ValueError(
-        f"each batch must be an (inputs, targets) pair; got {type(batch).__name__}{length}. "
-        "Wrap single tensors as TensorDataset(x, y), or pass x and y to fit."
-    )
-
-
-def _predict_inputs(batch: Any) -> Any:
-    if isinstance(batch, tuple | list) and len(batch) in (1, 2):
-        return batch[0]
-    return batch
-
-
-def _batch_size(targets: Any) -> int:
-    if isinstance(targets, torch.Tensor):
-        return targets.shape[0]
-    if isinstance(targets, Mapping):
-        return _batch_size(next(iter(targets.values())))
-    if isinstance(targets, tuple | list):
-        return _batch_size(targets[0])
-    return len(targets)
-
-
-def _channels_last(inputs: Any) -> Any:
-    if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
-        return inputs.contiguous(memory_format=torch.channels_last)
-    return inputs
-
-
-def _concatenate(outputs: list[Any], gather: bool, order: torch.Tensor | None = None) -> Any:
-    """Concatenate per-batch outputs on the CPU; with ``gather``, add every rank's rows and,
-    when ``order`` gives each row's sample index, put them back in input order."""
-    if not outputs:
-        return torch.empty(0)
-    first = outputs[0]
-    if isinstance(first, torch.Tensor):
-        local = torch.cat(outputs)
-        if not gather:
-            return local.cpu()
-        gathered = distributed.gather(local).cpu()
-        if order is None or len(order) != len(gathered):
-            return gathered
-        in_order = gathered.new_empty((int(order.max()) + 1, *gathered.shape[1:]))
-        in_order[order] = gathered  # padding rows repeat samples and write the same values
-        return in_order
-    if isinstance(first, Mapping):
-        return {k: _concatenate([o[k] for o in outputs], gather, order) for k in first}
-    if isinstance(first, tuple | list):
-        parts = (_concatenate([o[i] for o in outputs], gather, order) for i in range(len(first)))
-        return type(first)(parts)
-    return outputs

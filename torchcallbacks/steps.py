@@ -1,0 +1,159 @@
+"""Per-batch computation: how `Trainer` turns a batch into a loss, logged values and outputs.
+
+`ObjectiveSteps` is the default strategy (forward on the inputs, score with the Trainer's
+``loss``/``metrics``); `torchcallbacks.lightning.LightningSteps` overrides it for modules
+that define ``training_step``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from torchcallbacks import distributed
+from torchcallbacks.callbacks.base import Callback
+from torchcallbacks.metrics import MetricTracker
+
+if TYPE_CHECKING:
+    from torchcallbacks.trainer import Trainer
+
+
+class ObjectiveSteps:
+    """How `Trainer` turns one batch into a loss and logged values: the default strategy.
+
+    Batches are ``(inputs, targets)``; the module's forward runs on the inputs and the
+    Trainer's ``loss``/``metrics`` score the outputs.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.objective = trainer.objective
+
+    def tracker(self) -> MetricTracker:
+        """A new epoch accumulator for the values the batch methods return."""
+        return MetricTracker(self.objective)
+
+    def callbacks(self) -> list[Callback]:
+        """Callbacks `fit` runs before the user's (none here)."""
+        return []
+
+    def validation_logs(self, logs: Mapping[str, Any]) -> dict[str, Any]:
+        """Validation results as epoch-log entries (Keras's ``val_`` prefix)."""
+        return {f"val_{k}": v for k, v in logs.items()}
+
+    def forward(self, inputs: Any) -> Any:
+        """Run the module: ``module(x)``, ``module(*inputs)`` or ``module(**inputs)``."""
+        trainer = self.trainer
+        module = trainer._module
+        if trainer.channels_last:
+            inputs = _channels_last(inputs)
+        if isinstance(inputs, torch.Tensor):
+            return module(inputs)
+        if isinstance(inputs, Mapping):
+            return module(**inputs)
+        if isinstance(inputs, tuple | list):
+            return module(*inputs)
+        return module(inputs)
+
+    def compute(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
+        """Loss, tracker values and outputs, under autocast when mixed precision is on."""
+        dtype = self.trainer._autocast_dtype
+        if dtype is None:
+            return self._score(inputs, targets)
+        with torch.autocast(self.trainer.device.type, dtype=dtype):
+            return self._score(inputs, targets)
+
+    def _score(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
+        outputs = self.forward(inputs)
+        if self.objective.heads is None:
+            self.objective.build(outputs)
+        loss, values = self.objective(outputs, targets)
+        return loss, values, outputs
+
+    def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
+        """The loss to backpropagate, the values for the tracker and the batch size."""
+        inputs, targets = split_batch(batch)
+        trainer = self.trainer
+        if trainer.example_batch_inputs is None:
+            trainer.example_batch_inputs = inputs
+        loss, values, outputs = self.compute(inputs, targets)
+        if self.objective.stateful:
+            self.objective.update_stateful(outputs, targets)
+        return loss, values, batch_size(targets)
+
+    def eval_batch(self, batch: Any, batch_index: int) -> tuple[list, int]:
+        """Values and batch size of a validation batch (under ``no_grad``)."""
+        inputs, targets = split_batch(batch)
+        _, values, outputs = self.compute(inputs, targets)
+        if self.objective.stateful:
+            self.objective.update_stateful(outputs, targets)
+        return values, batch_size(targets)
+
+    test_batch = eval_batch  # `evaluate`'s batches: the same computation here
+
+    def predict_batch(self, batch: Any, batch_index: int) -> Any:
+        dtype = self.trainer._autocast_dtype
+        if dtype is None:
+            return self.forward(_predict_inputs(batch))
+        with torch.autocast(self.trainer.device.type, dtype=dtype):
+            return self.forward(_predict_inputs(batch))
+
+
+def split_batch(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        return batch[0], batch[1]
+    length = f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
+    raise ValueError(
+        f"each batch must be an (inputs, targets) pair; got {type(batch).__name__}{length}. "
+        "Wrap single tensors as TensorDataset(x, y), or pass x and y to fit."
+    )
+
+
+def _predict_inputs(batch: Any) -> Any:
+    if isinstance(batch, tuple | list) and len(batch) in (1, 2):
+        return batch[0]
+    return batch
+
+
+def batch_size(targets: Any) -> int:
+    if isinstance(targets, torch.Tensor):
+        return targets.shape[0]
+    if isinstance(targets, Mapping):
+        return batch_size(next(iter(targets.values())))
+    if isinstance(targets, tuple | list):
+        return batch_size(targets[0])
+    return len(targets)
+
+
+def _channels_last(inputs: Any) -> Any:
+    if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+        return inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
+def concatenate_outputs(outputs: list[Any], gather: bool, order: torch.Tensor | None = None) -> Any:
+    """Concatenate per-batch outputs on the CPU; with ``gather``, add every rank's rows and,
+    when ``order`` gives each row's sample index, put them back in input order."""
+    if not outputs:
+        return torch.empty(0)
+    first = outputs[0]
+    if isinstance(first, torch.Tensor):
+        local = torch.cat(outputs)
+        if not gather:
+            return local.cpu()
+        gathered = distributed.gather(local).cpu()
+        if order is None or len(order) != len(gathered):
+            return gathered
+        in_order = gathered.new_empty((int(order.max()) + 1, *gathered.shape[1:]))
+        in_order[order] = gathered  # padding rows repeat samples and write the same values
+        return in_order
+    if isinstance(first, Mapping):
+        return {k: concatenate_outputs([o[k] for o in outputs], gather, order) for k in first}
+    if isinstance(first, tuple | list):
+        parts = (
+            concatenate_outputs([o[i] for o in outputs], gather, order) for i in range(len(first))
+        )
+        return type(first)(parts)
+    return outputs
