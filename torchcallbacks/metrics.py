@@ -23,10 +23,10 @@ def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     """Keras's accuracy: threshold 0.5 for one column, argmax for several."""
     if y_pred.ndim == 1 or y_pred.shape[-1] == 1:
         predicted = (y_pred.reshape(y_true.shape) > 0.5).to(y_true.dtype)
-        return (predicted == y_true).float().mean()
+        return (predicted == y_true).mean(dtype=torch.float32)
     if y_true.shape == y_pred.shape:  # one-hot or probability targets
         y_true = y_true.argmax(dim=-1)
-    return (y_pred.argmax(dim=-1) == y_true).float().mean()
+    return (y_pred.argmax(dim=-1) == y_true).mean(dtype=torch.float32)
 
 
 def mae(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
@@ -253,7 +253,9 @@ def _batch_mean(value: Any) -> torch.Tensor:
     """A metric's batch mean; per-sample values (as Keras metric functions return) are averaged."""
     if not isinstance(value, torch.Tensor):
         return torch.as_tensor(float(value))
-    return (value.float().mean() if value.ndim else value).detach()
+    if value.ndim:
+        value = value.mean(dtype=torch.float32)
+    return value.detach() if value.requires_grad else value
 
 
 def _as_list(value: Any) -> Sequence[Any]:
@@ -300,15 +302,13 @@ class MetricTracker:
         """Running means as floats (one device→host transfer). ``reduce`` sums across ranks."""
         if self.sums is None:
             return {}
-        sums = self.sums
         if reduce is not None:
-            sums = reduce(torch.cat([sums, sums.new_tensor([self.count])]))
-            count = sums[-1]
-            sums = sums[:-1]
+            *sums, count = reduce(
+                torch.cat([self.sums, self.sums.new_tensor([self.count])])
+            ).tolist()
         else:
-            count = self.count
-        means = (sums / count).tolist()
-        logs = dict(zip(self.objective.names, means))
+            sums, count = self.sums.tolist(), self.count
+        logs = dict(zip(self.objective.names, [total / count for total in sums]))
         for name, metric in self.objective.stateful:
             result = metric.result()
             logs[name] = float(result) if _is_scalar(result) else result

@@ -74,6 +74,10 @@ class Progbar:
         self._previous_width = 0
         self._seen_so_far = 0
 
+    def due(self) -> bool:
+        """Whether the next non-final update would draw (verbose=1 redraws are throttled)."""
+        return self.verbose == 1 and time.time() - self._last_update >= self.interval
+
     def update(
         self, current: int, values: dict[str, Any] | None = None, finalize: bool | None = None
     ) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from torchcallbacks import __version__, distributed
-from torchcallbacks.callbacks.base import Callback, CallbackList
+from torchcallbacks.callbacks.base import Callback, CallbackList, sanitize_logs
 from torchcallbacks.callbacks.history import History
 from torchcallbacks.data import LoaderBatches, TensorBatches, make_batches, split_validation
 from torchcallbacks.metrics import Objective
@@ -93,6 +93,7 @@ class Trainer:
             self._steps = ObjectiveSteps(self)
         self._train_tracker = self._steps.tracker()
         self._eval_tracker = self._steps.tracker()
+        self._active_tracker = self._train_tracker  # the loop now running, for running_logs
 
         self.precision = precision
         self._autocast_dtype = _PRECISIONS[precision]
@@ -425,6 +426,8 @@ class Trainer:
         self.stop_evaluating = False
         callbacks.on_test_begin({})
         batch_hooks = callbacks.implements_batch_hooks("test")
+        batch_logs = callbacks.needs_batch_logs("test")
+        training_tracker, self._active_tracker = self._active_tracker, tracker
         try:
             with torch.no_grad():
                 for batch_index, batch in enumerate(batches.epoch(0, self._data_generator)):
@@ -435,11 +438,14 @@ class Trainer:
                     values, size = step(batch, batch_index)
                     tracker.update(values, size)
                     if batch_hooks:
-                        callbacks.on_test_batch_end(batch_index, tracker.logs())
+                        callbacks.on_test_batch_end(
+                            batch_index, tracker.logs() if batch_logs else {}
+                        )
                     if self.stop_evaluating:
                         break
         finally:
             module.train(was_training)
+            self._active_tracker = training_tracker
         logs = tracker.logs(self._reduce)
         callbacks.on_test_end(logs)
         return logs
@@ -597,6 +603,11 @@ class Trainer:
         self.global_step = int(state.get("global_step", self.global_step))
         if resume:
             self.request_resume(state)
+
+    def running_logs(self) -> dict[str, Any]:
+        """The running means of the loop in progress (training epoch or evaluation), as
+        floats: what batch logs hold. One host sync; for callbacks that read them rarely."""
+        return sanitize_logs(self._active_tracker.logs())
 
     def run_after_callbacks(self, action: Callable[[], None]) -> None:
         """Run ``action`` once every callback has handled the current batch or epoch end.

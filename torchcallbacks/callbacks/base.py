@@ -142,6 +142,8 @@ def _overrides(callback: Callback, name: str) -> bool:
 
 def to_float(value: Any) -> Any:
     """Python float for scalars (tensors, NumPy, numbers); other values unchanged."""
+    if type(value) is float:  # the common case: the Trainer's logs are floats already
+        return value
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()
     if isinstance(value, bool | str) or value is None:

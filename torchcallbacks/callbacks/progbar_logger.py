@@ -69,6 +69,9 @@ class ProgbarLogger(Callback):
             return False
         return self.verbose == 1
 
+    def needs_batch_logs(self, mode: str) -> bool:
+        return False  # it asks the trainer for running logs only when it redraws
+
     def _samples(self) -> tuple[int, int] | None:
         """(samples per epoch, batch size) when counting samples and the trainer knows them."""
         if self.count_mode != "samples" or self.trainer is None:
@@ -97,8 +100,14 @@ class ProgbarLogger(Callback):
             self.seen = min((batch + 1) * samples[1], samples[0])
         else:
             self.seen = batch + 1
-        if self.verbose == 1 and self.progbar is not None:
-            self.progbar.update(self.seen, self._ordered(logs), finalize=False)
+        if self.verbose != 1 or self.progbar is None:
+            return
+        values = None
+        if self.progbar.due():  # read the logs only for a redraw: no sync on other batches
+            if not logs and self.trainer is not None:
+                logs = self.trainer.running_logs()
+            values = self._ordered(logs)
+        self.progbar.update(self.seen, values, finalize=False)
 
     def _finalize(self, logs: dict | None) -> None:
         if self.progbar is None:
