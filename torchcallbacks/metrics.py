@@ -302,13 +302,12 @@ class MetricTracker:
         """Running means as floats (one device→host transfer). ``reduce`` sums across ranks."""
         if self.sums is None:
             return {}
+        sums, count = self.sums, self.count
         if reduce is not None:
-            *sums, count = reduce(
-                torch.cat([self.sums, self.sums.new_tensor([self.count])])
-            ).tolist()
-        else:
-            sums, count = self.sums.tolist(), self.count
-        logs = dict(zip(self.objective.names, [total / count for total in sums]))
+            reduced = reduce(torch.cat([sums, sums.new_tensor([count])]))
+            sums, count = reduced[:-1], reduced[-1]
+        # Divide on the device, in float32, as a hand-written loop does: identical logs.
+        logs = dict(zip(self.objective.names, (sums / count).tolist()))
         for name, metric in self.objective.stateful:
             result = metric.result()
             logs[name] = float(result) if _is_scalar(result) else result
