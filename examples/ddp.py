@@ -15,11 +15,9 @@ the same epoch. Only rank 0 prints and writes ``best.pt`` (weights of the best e
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from _common import arguments
 from torch import nn
 
@@ -69,12 +67,6 @@ def main() -> None:
     results = trainer.evaluate(x_val, y_val, verbose=0, return_dict=True)  # over every shard
     if trainer.is_main_process:
         print(f"Validation (restored best weights): {results}; files in {out}/")
-    if dist.is_initialized():
-        # Free the trainer's DDP wrapper before the process group: a DDP reducer still alive
-        # at interpreter exit can make gloo abort the process (torch 2.13).
-        del trainer
-        gc.collect()
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

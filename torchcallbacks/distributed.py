@@ -5,8 +5,12 @@ Everything here is a no-op in a single process, so the training loop calls it fr
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
+import weakref
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,11 +34,32 @@ def setup(device: torch.device | None) -> torch.device | None:
     if world_size > 1 and dist.is_available() and not dist.is_initialized():
         cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
         dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=_TIMEOUT)
+        atexit.register(_destroy_process_group)
     if is_active() and device is None and torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device is not None and device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     return device
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def release_at_exit(trainer: Any) -> None:
+    """Drop the trainer's DDP wrapper before the interpreter exits: gloo aborts the process
+    when a wrapper is still alive at exit. Runs before `_destroy_process_group` (atexit
+    runs handlers in reverse order of registration)."""
+    reference = weakref.ref(trainer)
+
+    def release() -> None:
+        owner = reference()
+        if owner is not None:
+            owner._module = owner.model
+        gc.collect()
+
+    atexit.register(release)
 
 
 def rank() -> int:

@@ -83,6 +83,8 @@ class Trainer:
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self._module = wrapped or distributed.wrap(self.model, self.device)
+        if wrapped is None and self._module is not self.model:
+            distributed.release_at_exit(self)
         self.optimizer = resolve_optimizer(optimizer, self.model.parameters())
         self.objective = Objective(loss, metrics)
         if loss is None and callable(getattr(self.model, "training_step", None)):
