@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from torchcallbacks.utils import expected_sync
+
 # Keep in-memory data on the GPU only when it takes at most this share of the free memory.
 _DEVICE_DATA_SHARE = 0.25
 
@@ -136,7 +138,8 @@ class TensorBatches:
             base = order if order is not None else torch.arange(self.num_samples)
             order = _shard(base, self.rank, self.world_size)
         if order is not None and self.on_device:
-            order = order.to(self.tensors[0].device)
+            with expected_sync():  # once per epoch
+                order = order.to(self.tensors[0].device)
         non_blocking = self.device.type == "cuda"
         bs, total = self.batch_size, self.shard_size
         if after_skip is not None:

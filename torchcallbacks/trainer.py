@@ -23,6 +23,7 @@ from torchcallbacks.metrics import Objective
 from torchcallbacks.optimizers import resolve_optimizer
 from torchcallbacks.rng import get_rng_state, set_rng_state
 from torchcallbacks.steps import ObjectiveSteps, concatenate_outputs
+from torchcallbacks.utils import expected_sync
 
 _PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -198,18 +199,13 @@ class Trainer:
         self._require_optimizer("fit")
         if validation_split and validation_data is None:
             (x, y), validation_data = split_validation(x, y, validation_split)
-        self._data_generator.manual_seed(distributed.shared_seed(self.device))
-        train = make_batches(
-            x,
-            y,
-            batch_size,
-            shuffle,
-            self.device,
-            self.rank,
-            self.world_size,
-            self._data_generator,
-        )
-        val = self._validation_batches(validation_data, validation_batch_size or batch_size)
+        with expected_sync():  # once per fit: the seed, and in-memory data moved to the device
+            self._data_generator.manual_seed(distributed.shared_seed(self.device))
+            train = make_batches(
+                x, y, batch_size, shuffle, self.device, self.rank, self.world_size,
+                self._data_generator,
+            )  # fmt: skip
+            val = self._validation_batches(validation_data, validation_batch_size or batch_size)
         steps = steps_per_epoch if steps_per_epoch is not None else _length(train)
         self.batch_size = batch_size
         self.samples_per_epoch = train.shard_size if isinstance(train, TensorBatches) else None
@@ -252,13 +248,16 @@ class Trainer:
                 callbacks.on_epoch_begin(epoch, {})
                 self._train_epoch(epoch, train, callbacks, batch_hooks, steps, skip, resuming)
                 skip = 0
-                epoch_logs = self._train_tracker.logs(self._reduce)
+                with expected_sync():
+                    epoch_logs = self._train_tracker.logs(self._reduce)
                 if val is not None and _should_validate(epoch, validation_freq):
                     val_logs = self._run_evaluation(val, callbacks, validation_steps)
                     epoch_logs.update(self._steps.validation_logs(val_logs))
                 callbacks.on_epoch_end(epoch, epoch_logs)
                 self._run_deferred()
-                if distributed.any_rank(self.stop_training, self.device):
+                with expected_sync():
+                    stop = distributed.any_rank(self.stop_training, self.device)
+                if stop:
                     self.stop_training = True
                     break
         finally:
@@ -402,7 +401,10 @@ class Trainer:
         return_dict: bool = False,
     ) -> float | list[float] | dict[str, float]:
         """The loss (a float) without metrics, else ``[loss, *metrics]``, or a dict."""
-        batches = make_batches(x, y, batch_size, False, self.device, self.rank, self.world_size)
+        with expected_sync():
+            batches = make_batches(
+                x, y, batch_size, False, self.device, self.rank, self.world_size
+            )  # fmt: skip
         callback_list = self._callback_list(
             callbacks, False, verbose, 1, steps if steps is not None else _length(batches)
         )
@@ -448,7 +450,8 @@ class Trainer:
         finally:
             module.train(was_training)
             self._active_tracker = training_tracker
-        logs = tracker.logs(self._reduce)
+        with expected_sync():
+            logs = tracker.logs(self._reduce)
         callbacks.on_test_end(logs)
         return logs
 
@@ -461,7 +464,10 @@ class Trainer:
         callbacks: Sequence[Callback] | None = None,
     ) -> Any:
         """Outputs of every batch concatenated on the CPU (tensors, tuples or dicts)."""
-        batches = make_batches(x, None, batch_size, False, self.device, self.rank, self.world_size)
+        with expected_sync():
+            batches = make_batches(
+                x, None, batch_size, False, self.device, self.rank, self.world_size
+            )  # fmt: skip
         callback_list = self._callback_list(
             callbacks, False, verbose, 1, steps if steps is not None else _length(batches)
         )
@@ -488,9 +494,11 @@ class Trainer:
         finally:
             module.train(was_training)
         callback_list.on_predict_end({})
-        if not (distributed.is_active() and batches.sharded):
-            return concatenate_outputs(outputs, gather=False)
-        return concatenate_outputs(outputs, gather=True, order=batches.sample_order())
+        gather = distributed.is_active() and batches.sharded
+        with expected_sync():  # once: the outputs come back to the CPU
+            return concatenate_outputs(
+                outputs, gather=gather, order=batches.sample_order() if gather else None
+            )
 
     # -- callbacks -------------------------------------------------------------------------
     def _callback_list(

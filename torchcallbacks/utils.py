@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 from types import ModuleType
+
+import torch
 
 
 def require(module: str, extra: str, feature: str | None = None) -> ModuleType:
@@ -16,3 +20,19 @@ def require(module: str, extra: str, feature: str | None = None) -> ModuleType:
             f"{what} needs the optional package '{module}', which is not installed. "
             f'Install it with: pip install "torchcallbacks[{extra}]"'
         ) from error
+
+
+@contextlib.contextmanager
+def expected_sync() -> Iterator[None]:
+    """Mark a host-device sync the loop makes on purpose (once per fit or epoch: moving the
+    data, reading epoch logs) so ``torch.cuda.set_sync_debug_mode`` reports only the
+    per-step syncs that would be defects."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    mode = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode(0)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(mode)
