@@ -306,3 +306,29 @@ def test_model_modes_restored(regression_data):
     model.train()
     trainer.predict(x, verbose=0)
     assert model.training is True
+
+
+def test_batch_logs_are_built_only_for_callbacks_that_read_them(regression_data):
+    x, y = regression_data
+
+    class CountsBatches(Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def needs_batch_logs(self, mode):
+            return False
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append(dict(logs))
+
+    counter = CountsBatches()
+    Trainer(linear_model(), "sgd", "mse").fit(x, y, batch_size=10, verbose=0, callbacks=[counter])
+    assert counter.seen == [{}, {}]  # hooks ran, no logs were built
+
+    counter = CountsBatches()
+    reader = LambdaCallback(on_train_batch_end=lambda batch, logs: None)
+    Trainer(linear_model(), "sgd", "mse").fit(
+        x, y, batch_size=10, verbose=0, callbacks=[counter, reader]
+    )
+    assert [sorted(logs) for logs in counter.seen] == [["loss"], ["loss"]]

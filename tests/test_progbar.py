@@ -92,6 +92,8 @@ def test_terminal_redraws_in_place():
     finals = re.findall(r"\r(4/4 \[=+\][^\r\n]*?) *\r?\n", out)
     assert len(finals) == 3
     assert all(re.match(FINAL, line) for line in finals)
+    # In-progress redraws show the running logs the bar reads from the trainer.
+    assert re.search(r"1/4 \[=+>\.+\] - ETA: \d+s - loss: \d+\.\d{4} - mae: \d+\.\d{4}", out)
 
 
 def test_verbose_0_prints_nothing():
