@@ -89,6 +89,10 @@ def test_epoch_logs_equal_a_single_process_run_on_the_same_global_batches(runs):
     evaluated = results["single"]["main"]["evaluate"]
     assert rank0["evaluate"] == pytest.approx(evaluated, rel=1e-5)
     assert rank1["evaluate"] == rank0["evaluate"]
+    # 49 samples over 2 ranks: unpadded shards (25 + 24), so none counts twice.
+    evaluated = results["single"]["main"]["evaluate_of_49"]
+    assert rank0["evaluate_of_49"] == pytest.approx(evaluated, rel=1e-5)
+    assert rank1["evaluate_of_49"] == rank0["evaluate_of_49"]
 
 
 def test_only_rank_0_writes_files_and_they_match_the_single_process_files(runs):
@@ -100,7 +104,7 @@ def test_only_rank_0_writes_files_and_they_match_the_single_process_files(runs):
         + [f"ckpt/epoch{epoch:02d}.pt" for epoch in range(1, epochs + 1)]
     )
     assert _files(single) == expected
-    assert _files(ddp / "rank0") == sorted(expected + ["wrapped/weights.pt"])
+    assert _files(ddp / "rank0") == sorted(expected + ["uneven/weights.pt", "wrapped/weights.pt"])
     assert _files(ddp / "rank1") == []
 
     with (
@@ -162,6 +166,26 @@ def test_predict_gathers_every_rank_in_input_order(runs):
         assert main["predict_rows_of_loader"] == single["predict_rows_of_loader"] == 64
         torch.testing.assert_close(
             torch.tensor(main["predict"]), torch.tensor(single["predict"]), atol=1e-4, rtol=0
+        )
+
+
+def test_uneven_validation_and_batchnorm_score_rank_0s_saved_model(runs):
+    """The last validation, evaluate and predict of the 2-rank run equal a single process
+    scoring rank 0's saved weights on the same 49 samples."""
+    folders, results = runs
+    saved = train_ddp.batchnorm_model()
+    saved.load_state_dict(torch.load(folders["ddp"] / "rank0/uneven/weights.pt", weights_only=True))
+    x_val, y_val = train_ddp.data(49, seed=7)
+    reference = train_ddp.trainer_for(saved)
+    expected = reference.evaluate(x_val, y_val, batch_size=8, verbose=0, return_dict=True)
+    predicted = reference.predict(x_val, batch_size=8, verbose=0)
+    for rank in ("rank0", "rank1"):
+        uneven = results[rank]["uneven"]
+        assert uneven["history"]["val_loss"][-1] == pytest.approx(expected["loss"], rel=1e-5)
+        assert uneven["history"]["val_accuracy"][-1] == pytest.approx(expected["accuracy"])
+        assert uneven["evaluate_dataset"] == pytest.approx(expected, rel=1e-5)
+        torch.testing.assert_close(
+            torch.tensor(uneven["predict_dataset"]), predicted, atol=1e-5, rtol=0
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from torchcallbacks.utils import expected_sync
 
@@ -80,7 +80,12 @@ def _fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
 
 
 class TensorBatches:
-    """Batches of in-memory tensors: ``(inputs, targets)`` or inputs alone when ``y`` is None."""
+    """Batches of in-memory tensors: ``(inputs, targets)`` or inputs alone when ``y`` is None.
+
+    Distributed, each rank takes every world_size-th sample of the epoch's order. Training
+    shards are padded to equal length like DistributedSampler's (every rank must take the
+    same number of steps); evaluation shards are not, so no sample counts twice.
+    """
 
     def __init__(
         self,
@@ -91,6 +96,7 @@ class TensorBatches:
         device: torch.device,
         rank: int = 0,
         world_size: int = 1,
+        equal_shards: bool = True,
     ) -> None:
         self.structure = (_to_tensor(x), None if y is None else _to_tensor(y))
         tensors = _leaves(self.structure[0]) + ([] if y is None else _leaves(self.structure[1]))
@@ -112,9 +118,8 @@ class TensorBatches:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rank, self.world_size = rank, world_size
-        # Each rank takes every world_size-th sample of the (padded) order, like
-        # DistributedSampler, so ranks see disjoint shards of equal length.
-        self.shard_size = math.ceil(self.num_samples / world_size)
+        self.equal_shards = equal_shards
+        self.shard_size = _shard_size(self.num_samples, rank, world_size, equal_shards)
         self.single = all(isinstance(part, torch.Tensor) for part in self.structure)
 
     def __len__(self) -> int:
@@ -136,7 +141,7 @@ class TensorBatches:
             order = torch.randperm(self.num_samples, generator=generator)
         if self.world_size > 1:
             base = order if order is not None else torch.arange(self.num_samples)
-            order = _shard(base, self.rank, self.world_size)
+            order = _shard(base, self.rank, self.world_size, self.equal_shards)
         if order is not None and self.on_device:
             with expected_sync():  # once per epoch
                 order = order.to(self.tensors[0].device)
@@ -164,7 +169,7 @@ class TensorBatches:
         concatenation of every rank's batches (padding rows included); else None."""
         if self.world_size == 1 or self.shuffle:
             return None
-        return sharded_order(self.num_samples, self.world_size)
+        return sharded_order(self.num_samples, self.world_size, self.equal_shards)
 
     def _structure(self, parts: list[torch.Tensor]) -> Any:
         if self.single:
@@ -176,17 +181,41 @@ class TensorBatches:
         return inputs, _rebuild(self.structure[1], leaves)
 
 
-def _shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """This rank's part of ``order``, padded like DistributedSampler (drop_last=False)."""
+def _shard_size(num_samples: int, rank: int, world_size: int, equal: bool) -> int:
+    if equal:
+        return math.ceil(num_samples / world_size)
+    return len(range(rank, num_samples, world_size))
+
+
+def _shard(order: torch.Tensor, rank: int, world_size: int, equal: bool) -> torch.Tensor:
+    """This rank's part of ``order``; ``equal`` pads it like DistributedSampler
+    (drop_last=False) by repeating samples from the start."""
+    if not equal:
+        return order[rank::world_size]
     shard_size = math.ceil(len(order) / world_size)
     padded = order.repeat(math.ceil(shard_size * world_size / len(order)))
     return padded[: shard_size * world_size][rank::world_size]
 
 
-def sharded_order(num_samples: int, world_size: int) -> torch.Tensor:
+def sharded_order(num_samples: int, world_size: int, equal: bool) -> torch.Tensor:
     """Sample indices in the order a rank-major gather of unshuffled shards returns them."""
     base = torch.arange(num_samples)
-    return torch.cat([_shard(base, rank, world_size) for rank in range(world_size)])
+    return torch.cat([_shard(base, rank, world_size, equal) for rank in range(world_size)])
+
+
+class ShardSampler(Sampler[int]):
+    """Every world_size-th index from ``rank`` on, unpadded and in order: evaluation and
+    prediction shards of a Dataset (DistributedSampler would repeat samples to even them)."""
+
+    def __init__(self, num_samples: int, rank: int, world_size: int) -> None:
+        self.indices = range(rank, num_samples, world_size)
+        self.num_samples, self.world_size = num_samples, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class LoaderBatches:
@@ -203,14 +232,19 @@ class LoaderBatches:
 
     @property
     def sharded(self) -> bool:
-        return isinstance(getattr(self.loader, "sampler", None), DistributedSampler)
+        sampler = getattr(self.loader, "sampler", None)
+        return isinstance(sampler, DistributedSampler | ShardSampler)
 
     def sample_order(self) -> torch.Tensor | None:
-        """As `TensorBatches.sample_order`, for a loader with an unshuffled DistributedSampler."""
+        """As `TensorBatches.sample_order`, for a loader with a `ShardSampler` or an
+        unshuffled DistributedSampler."""
         sampler = getattr(self.loader, "sampler", None)
+        if isinstance(sampler, ShardSampler):
+            return sharded_order(sampler.num_samples, sampler.world_size, equal=False)
         if not isinstance(sampler, DistributedSampler) or sampler.shuffle or sampler.drop_last:
             return None
-        return sharded_order(len(sampler.dataset), sampler.num_replicas)  # type: ignore[arg-type]
+        dataset_size = len(sampler.dataset)  # type: ignore[arg-type]
+        return sharded_order(dataset_size, sampler.num_replicas, equal=True)
 
     def has_len(self) -> bool:
         try:
@@ -262,13 +296,15 @@ def make_batches(
     rank: int = 0,
     world_size: int = 1,
     generator: torch.Generator | None = None,
+    training: bool = False,
 ) -> TensorBatches | LoaderBatches:
-    """Pick the adapter for ``x`` (see module docstring)."""
+    """Pick the adapter for ``x`` (see module docstring). Distributed, ``training`` data is
+    sharded in equal lengths (padded), other data without padding."""
     batch_size = 32 if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     if is_array_like(x):
-        return TensorBatches(x, y, batch_size, shuffle, device, rank, world_size)
+        return TensorBatches(x, y, batch_size, shuffle, device, rank, world_size, training)
     if y is not None:
         raise ValueError(
             f"y is only accepted with tensor or NumPy inputs; x is a {type(x).__name__}, whose "
@@ -277,9 +313,11 @@ def make_batches(
     if isinstance(x, DataLoader):
         return LoaderBatches(x, device)
     if isinstance(x, Dataset) and hasattr(x, "__len__"):
-        sampler = None
-        if world_size > 1:
+        sampler: Sampler[int] | None = None
+        if world_size > 1 and training:
             sampler = DistributedSampler(x, num_replicas=world_size, rank=rank, shuffle=shuffle)
+        elif world_size > 1:
+            sampler = ShardSampler(len(x), rank, world_size)
         loader = DataLoader(
             x,
             batch_size=batch_size,

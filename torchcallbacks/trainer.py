@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -203,7 +203,7 @@ class Trainer:
             self._data_generator.manual_seed(distributed.shared_seed(self.device))
             train = make_batches(
                 x, y, batch_size, shuffle, self.device, self.rank, self.world_size,
-                self._data_generator,
+                self._data_generator, training=True,
             )  # fmt: skip
             val = self._validation_batches(validation_data, validation_batch_size or batch_size)
         steps = steps_per_epoch if steps_per_epoch is not None else _length(train)
@@ -421,11 +421,8 @@ class Trainer:
         steps: int | None,
         test: bool = False,
     ) -> dict[str, Any]:
-        module = self._module
         tracker = self._eval_tracker
         step = self._steps.test_batch if test else self._steps.eval_batch
-        was_training = module.training
-        module.eval()
         tracker.reset()
         self.stop_evaluating = False
         callbacks.on_test_begin({})
@@ -433,7 +430,7 @@ class Trainer:
         batch_logs = callbacks.needs_batch_logs("test")
         training_tracker, self._active_tracker = self._active_tracker, tracker
         try:
-            with torch.no_grad():
+            with self._inference():
                 for batch_index, batch in enumerate(batches.epoch(0, self._data_generator)):
                     if steps is not None and batch_index >= steps:
                         break
@@ -448,7 +445,6 @@ class Trainer:
                     if self.stop_evaluating:
                         break
         finally:
-            module.train(was_training)
             self._active_tracker = training_tracker
         with expected_sync():
             logs = tracker.logs(self._reduce)
@@ -471,34 +467,49 @@ class Trainer:
         callback_list = self._callback_list(
             callbacks, False, verbose, 1, steps if steps is not None else _length(batches)
         )
-        module = self._module
-        was_training = module.training
-        module.eval()
         self.stop_predicting = False
         callback_list.on_predict_begin({})
         batch_hooks = callback_list.implements_batch_hooks("predict")
         outputs: list[Any] = []
-        try:
-            with torch.no_grad():
-                for batch_index, batch in enumerate(batches.epoch(0, self._data_generator)):
-                    if steps is not None and batch_index >= steps:
-                        break
-                    if batch_hooks:
-                        callback_list.on_predict_batch_begin(batch_index, {})
-                    output = self._steps.predict_batch(batch, batch_index)
-                    outputs.append(output)
-                    if batch_hooks:
-                        callback_list.on_predict_batch_end(batch_index, {"outputs": output})
-                    if self.stop_predicting:
-                        break
-        finally:
-            module.train(was_training)
+        with self._inference():
+            for batch_index, batch in enumerate(batches.epoch(0, self._data_generator)):
+                if steps is not None and batch_index >= steps:
+                    break
+                if batch_hooks:
+                    callback_list.on_predict_batch_begin(batch_index, {})
+                output = self._steps.predict_batch(batch, batch_index)
+                outputs.append(output)
+                if batch_hooks:
+                    callback_list.on_predict_batch_end(batch_index, {"outputs": output})
+                if self.stop_predicting:
+                    break
         callback_list.on_predict_end({})
         gather = distributed.is_active() and batches.sharded
         with expected_sync():  # once: the outputs come back to the CPU
             return concatenate_outputs(
                 outputs, gather=gather, order=batches.sample_order() if gather else None
             )
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Eval mode and ``no_grad`` for evaluation and prediction, on the module without
+        its DDP wrapper: evaluation shards may differ in length between ranks, so no
+        forward may hold a collective. Buffers (BatchNorm statistics) are first taken from
+        rank 0, as DDP's next forward would, so every rank scores with the saved model."""
+        running = self._module
+        inner = getattr(running, "_orig_mod", running)  # under torch.compile
+        if isinstance(inner, DDP):
+            if inner.broadcast_buffers:
+                distributed.broadcast_buffers(inner.module)
+            self._module = inner.module
+        was_training = self._module.training
+        self._module.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self._module.train(was_training)
+            self._module = running
 
     # -- callbacks -------------------------------------------------------------------------
     def _callback_list(

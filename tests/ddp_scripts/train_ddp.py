@@ -19,7 +19,7 @@ import os
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from torchcallbacks import Callback, CSVLogger, EarlyStopping, JSONLogger, Trainer
 from torchcallbacks.callbacks.model_checkpoint import ModelCheckpoint
@@ -38,6 +38,13 @@ def data(samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+
+
+def batchnorm_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.Tanh(), torch.nn.Linear(16, 3)
+    )
 
 
 def flat_weights(module: torch.nn.Module) -> list[float]:
@@ -100,6 +107,9 @@ def main_part(world_size: int) -> dict:
         "stopped_epoch": stopper.stopped_epoch,
         "weights": flat_weights(trainer.model),
         "evaluate": trainer.evaluate(x_val, y_val, batch_size=8, verbose=0, return_dict=True),
+        "evaluate_of_49": trainer.evaluate(
+            x_val[:49], y_val[:49], batch_size=8, verbose=0, return_dict=True
+        ),
         "predict": trainer.predict(x_val[:50], batch_size=8, verbose=0).tolist(),
         "predict_rows_of_49": len(trainer.predict(x_val[:49], batch_size=8, verbose=0)),
         "predict_rows_of_loader": len(trainer.predict(DataLoader(x_val, batch_size=8), verbose=0)),
@@ -133,6 +143,29 @@ def wrapped_part() -> dict:
     }
 
 
+def uneven_part() -> dict:
+    """49 validation samples (not divisible by 2 ranks) and BatchNorm statistics, which
+    differ between ranks after training: scores must be those of rank 0's saved model."""
+    x, y = data(128, seed=6)
+    x_val, y_val = data(49, seed=7)
+    trainer = trainer_for(batchnorm_model())
+    history = trainer.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        validation_data=(x_val, y_val),
+        callbacks=[ModelCheckpoint("uneven/weights.pt", save_weights_only=True)],
+        verbose=0,
+    )
+    dataset = TensorDataset(x_val, y_val)
+    return {
+        "history": history.history,
+        "evaluate_dataset": trainer.evaluate(dataset, batch_size=8, verbose=0, return_dict=True),
+        "predict_dataset": trainer.predict(dataset, batch_size=8, verbose=0).tolist(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -155,6 +188,7 @@ def main() -> None:
     if world_size > 1:
         result["stop"] = stop_part()
         result["wrapped"] = wrapped_part()
+        result["uneven"] = uneven_part()
         # Free the DDP wrappers before the process group: a DDP reducer still alive at
         # interpreter exit makes gloo abort the process now and then (SIGABRT).
         gc.collect()
