@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from torchcallbacks import Callback, Trainer, load_checkpoint
+from torchcallbacks import Callback, CSVLogger, Trainer, load_checkpoint
 from torchcallbacks.callbacks.model_checkpoint import ModelCheckpoint
 
 
@@ -307,3 +307,29 @@ def test_hdf5_path_needs_h5py_at_construction(monkeypatch):
     with pytest.raises(ImportError, match=r'pip install "torchcallbacks\[h5\]"'):
         ModelCheckpoint("model.h5")
     ModelCheckpoint("model.pt")
+
+
+def test_resume_from_a_full_checkpoint_continues_history_and_csv_exactly(tmp_path):
+    """The file is written once the callbacks after it (CSVLogger, History) have handled
+    the epoch, so resuming from epoch 2's file rebuilds the uninterrupted run's results."""
+    x, y = data()
+
+    def run(**fit_args):
+        trainer = make_trainer()
+        callbacks = [
+            ModelCheckpoint(str(tmp_path / "ckpt/{epoch}.pt")),
+            CSVLogger(str(tmp_path / "log.csv")),
+        ]
+        history = trainer.fit(
+            x, y, epochs=4, batch_size=8, callbacks=callbacks, verbose=0, **fit_args
+        )
+        return trainer, history
+
+    uninterrupted, expected = run()
+    expected_csv = (tmp_path / "log.csv").read_bytes()
+    resumed, history = run(resume_from=str(tmp_path / "ckpt/2.pt"))
+    assert history.epoch == [0, 1, 2, 3]
+    assert history.history == expected.history
+    assert (tmp_path / "log.csv").read_bytes() == expected_csv
+    for a, b in zip(uninterrupted.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)

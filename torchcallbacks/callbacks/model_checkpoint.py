@@ -44,7 +44,9 @@ class ModelCheckpoint(MonitorCallback):
         save_best_only: save only when ``monitor`` improves on the best value so far. A
             monitor missing from the logs warns and does not save.
         save_weights_only: write only ``model.state_dict()``; otherwise a full checkpoint
-            (module, optimizer, epoch, callback states, RNG; see `Trainer.checkpoint_state`).
+            (module, optimizer, epoch, callback states, RNG; see `Trainer.checkpoint_state`),
+            written once every callback has handled the epoch (or batch), so that
+            ``fit(resume_from=path)`` continues exactly.
         mode: ``"min"``, ``"max"`` or ``"auto"`` (from the monitor's name).
         save_freq: ``"epoch"``, or an int: save every that many training batches, counted
             across epochs (the monitored value then comes from the batch logs).
@@ -176,11 +178,18 @@ class ModelCheckpoint(MonitorCallback):
                 self._print(f"{prefix}saving model to {path}")
         if not self._monitoring:
             self.best_model_path = path
-        self._write(path, epoch, logs)
-        for old in dropped:
-            if self._is_main_process and os.path.exists(old):
-                os.remove(old)
-        self._print(f"{prefix}finished saving model to {path}")
+
+        def write() -> None:
+            self._write(path, epoch, logs)
+            for old in dropped:
+                if self._is_main_process and os.path.exists(old):
+                    os.remove(old)
+            self._print(f"{prefix}finished saving model to {path}")
+
+        if self.save_weights_only:
+            write()
+        else:  # once every callback has handled this epoch (or batch): see `_write`
+            self.trainer.run_after_callbacks(write)
 
     def _rank(self, current: float, path: str, prefix: str) -> list[str] | None:
         """Update ``best``/``kept`` for a monitored save; the files to delete, or None when
@@ -241,6 +250,9 @@ class ModelCheckpoint(MonitorCallback):
             ) from None
 
     def _write(self, path: str, epoch: int, logs: Mapping[str, Any]) -> None:
+        """Weights, or a full checkpoint. Full checkpoints are written after the callbacks
+        listed after this one (History, loggers) have handled the epoch, so that
+        ``fit(resume_from=path)`` continues their state exactly too."""
         if not self._is_main_process:
             return
         if self.save_weights_only:
