@@ -113,9 +113,11 @@ class _Head:
         self.sum_metrics: list[MetricFn] = []
         self.sum_names: list[str] = []
         self.stateful: list[tuple[str, StatefulMetric]] = []
+        self.metric_names: list[str] = []  # every metric, in the order given
         for metric in metrics:
             resolved = _resolve_metric(metric)
             name = prefix + metric_name(metric)
+            self.metric_names.append(name)
             if isinstance(resolved, StatefulMetric):
                 self.stateful.append((name, resolved))
             else:
@@ -151,8 +153,9 @@ class Objective:
         self.loss_spec = loss
         self.metric_spec = metrics
         self.heads: list[_Head] | dict[str, _Head] | None = None
-        self.names: list[str] = []
+        self.names: list[str] = []  # of the summed values, in the accumulator's order
         self.stateful: list[tuple[str, StatefulMetric]] = []
+        self.log_names: list[str] = []  # the losses, then the metrics in the order given
         if loss is not None and not isinstance(loss, list | tuple | dict):
             self._set_heads(_Head("", loss, self._metrics_for(None, 0)), None)
 
@@ -177,9 +180,11 @@ class Objective:
             self.names = ["loss"] + [h.prefix + "loss" for h in heads]
         else:
             self.names = ["loss"]
+        self.log_names = list(self.names)
         for head in heads:
             self.names += head.sum_names
             self.stateful += head.stateful
+            self.log_names += head.metric_names
 
     def build(self, outputs: Any) -> None:
         """Bind per-output losses once the output structure is known (first batch)."""
@@ -308,10 +313,12 @@ class MetricTracker:
             sums, count = reduced[:-1], reduced[-1]
         # Divide on the device, in float32, as a hand-written loop does: identical logs.
         logs = dict(zip(self.objective.names, (sums / count).tolist()))
+        if not self.objective.stateful:
+            return logs
         for name, metric in self.objective.stateful:
             result = metric.result()
             logs[name] = float(result) if _is_scalar(result) else result
-        return logs
+        return {name: logs[name] for name in self.objective.log_names}
 
     def state_dict(self) -> dict[str, Any]:
         sums = None if self.sums is None else self.sums.detach().cpu().clone()
