@@ -365,3 +365,30 @@ def test_the_tensorboard_server_serves_the_epoch_loss(tmp_path):
     assert series is not None, "tensorboard did not serve the scalars within 90 s"
     assert [step for _, step, _ in series] == [0, 1, 2]
     assert [value for _, _, value in series] == pytest.approx(history.history["loss"])
+
+
+def test_graph_of_a_model_called_with_keyword_inputs(tmp_path):
+    """Dict inputs reach forward as keywords; the graph holds both input branches."""
+
+    class TwoInputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.image_branch = torch.nn.Linear(4, 1)
+            self.table_branch = torch.nn.Linear(2, 1)
+
+        def forward(self, image, table):
+            return self.image_branch(image) + self.table_branch(table)
+
+    generator = torch.Generator().manual_seed(0)
+    x = {"image": torch.randn(32, 4, generator=generator), "table": torch.randn(32, 2)}
+    trainer = Trainer(TwoInputs(), "sgd", "mse", device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(
+            x, torch.randn(32, 1), batch_size=8, verbose=0, callbacks=[TensorBoard(tmp_path)]
+        )
+    assert not [w for w in caught if "model graph" in str(w.message)]
+    assert trainer.model.training  # the tracer's mode switch left the module as it was
+    nodes = [node.name for node in read_run(tmp_path, "train").Graph().node]
+    assert any("image_branch" in name for name in nodes)
+    assert any("table_branch" in name for name in nodes)

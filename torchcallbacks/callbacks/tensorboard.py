@@ -230,7 +230,7 @@ class TensorBoard(Callback):
                 contextlib.redirect_stdout(io.StringIO()),  # the tracer prints its errors
             ):
                 warnings.simplefilter("ignore")  # tracer and deprecation notices
-                self._writer("train").add_graph(self.model, inputs)
+                self._writer("train").add_graph(*_traceable(self.model, inputs))
         except Exception as error:  # any untraceable module: the run goes on without a graph
             warnings.warn(
                 f"TensorBoard could not write the model graph ({type(error).__name__}: "
@@ -384,3 +384,24 @@ def _weight_image(weight: torch.Tensor) -> torch.Tensor | None:
     image = torch.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
     low, high = image.min(), image.max()
     return (image - low) / (high - low) if high > low else torch.zeros_like(image)
+
+
+class _KeywordCall(torch.nn.Module):
+    """Calls ``module(**inputs)`` from positional tensors: the tracer passes positionals only."""
+
+    def __init__(self, module: torch.nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.module, self.names = module, names
+        self.train(module.training)  # the tracer restores this mode on the whole tree
+
+    def forward(self, *values: Any) -> Any:
+        return self.module(**dict(zip(self.names, values)))
+
+
+def _traceable(model: torch.nn.Module, inputs: Any) -> tuple[torch.nn.Module, Any]:
+    """``add_graph`` arguments for the batch inputs as `Trainer` passes them to forward."""
+    if isinstance(inputs, Mapping):
+        return _KeywordCall(model, list(inputs)), tuple(inputs.values())
+    if isinstance(inputs, list):
+        return model, tuple(inputs)
+    return model, inputs
