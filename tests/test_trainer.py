@@ -8,7 +8,7 @@ import torch
 from conftest import linear_model
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchcallbacks import Callback, Trainer
+from torchcallbacks import Callback, TensorBoard, Trainer
 
 
 def _fit_loss(x, y=None, **kwargs):
@@ -294,3 +294,37 @@ def test_numpy_float64_is_trained_as_float32(regression_data):
         x.double().numpy(), y.double().numpy(), epochs=1, verbose=0
     )
     assert np.isfinite(history.history["loss"][0])
+
+
+def _batchnorm_net():
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8))
+    return backbone, torch.nn.Sequential(backbone, torch.nn.ReLU(), torch.nn.Linear(8, 1))
+
+
+def test_parts_set_to_eval_stay_frozen_through_fit_validation_and_graph(tmp_path, regression_data):
+    """Fine-tuning: a backbone put in eval() keeps its BatchNorm statistics, although the
+    loop switches modes for validation and TensorBoard traces the graph."""
+    x, y = regression_data
+    backbone, model = _batchnorm_net()
+    backbone.eval()
+    backbone.requires_grad_(False)
+    frozen = {k: v.clone() for k, v in backbone.state_dict().items()}
+    trainer = Trainer(model, "sgd", "mse", device="cpu")
+    trainer.fit(
+        x, y, epochs=3, batch_size=8, validation_data=(x[:16], y[:16]), verbose=0,
+        callbacks=[TensorBoard(str(tmp_path))],
+    )  # fmt: skip
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, frozen[key]), key
+    assert model.training and not backbone.training and not backbone[1].training
+
+
+def test_a_module_in_eval_mode_as_a_whole_is_trained_in_train_mode(regression_data):
+    x, y = regression_data
+    backbone, model = _batchnorm_net()
+    model.eval()
+    before = backbone[1].running_mean.clone()
+    Trainer(model, "sgd", "mse", device="cpu").fit(x, y, epochs=1, verbose=0)
+    assert not torch.equal(backbone[1].running_mean, before)  # BatchNorm ran in train mode
+    assert not model.training and not backbone[1].training  # and the modes are given back

@@ -23,7 +23,7 @@ from torchcallbacks.metrics import Objective
 from torchcallbacks.optimizers import resolve_optimizer
 from torchcallbacks.rng import get_rng_state, set_rng_state
 from torchcallbacks.steps import ObjectiveSteps, concatenate_outputs
-from torchcallbacks.utils import expected_sync
+from torchcallbacks.utils import expected_sync, preserved_modes
 
 _PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -237,32 +237,32 @@ class Trainer:
             start_epoch, skip = self._apply_resume(resume, callbacks)
         batch_hooks = callbacks.implements_batch_hooks("train")
         self._batch_logs = callbacks.needs_batch_logs("train")
-        was_training = self._module.training
-        self._module.train()
         epoch_logs: dict[str, Any] = {}
-        try:
-            for epoch in range(start_epoch, epochs):
-                self.current_epoch = epoch
-                resuming = resume if skip else None
-                self._begin_epoch_state(resuming)
-                callbacks.on_epoch_begin(epoch, {})
-                self._train_epoch(epoch, train, callbacks, batch_hooks, steps, skip, resuming)
-                skip = 0
-                with expected_sync():
-                    epoch_logs = self._train_tracker.logs(self._reduce)
-                if val is not None and _should_validate(epoch, validation_freq):
-                    val_logs = self._run_evaluation(val, callbacks, validation_steps)
-                    epoch_logs.update(self._steps.validation_logs(val_logs))
-                callbacks.on_epoch_end(epoch, epoch_logs)
-                self._run_deferred()
-                with expected_sync():
-                    stop = distributed.any_rank(self.stop_training, self.device)
-                if stop:
-                    self.stop_training = True
-                    break
-        finally:
-            self._module.train(was_training)
-            self._in_epoch = False
+        with preserved_modes(self._module):
+            if not self._module.training:  # else parts set to eval() (frozen) stay so
+                self._module.train()
+            try:
+                for epoch in range(start_epoch, epochs):
+                    self.current_epoch = epoch
+                    resuming = resume if skip else None
+                    self._begin_epoch_state(resuming)
+                    callbacks.on_epoch_begin(epoch, {})
+                    self._train_epoch(epoch, train, callbacks, batch_hooks, steps, skip, resuming)
+                    skip = 0
+                    with expected_sync():
+                        epoch_logs = self._train_tracker.logs(self._reduce)
+                    if val is not None and _should_validate(epoch, validation_freq):
+                        val_logs = self._run_evaluation(val, callbacks, validation_steps)
+                        epoch_logs.update(self._steps.validation_logs(val_logs))
+                    callbacks.on_epoch_end(epoch, epoch_logs)
+                    self._run_deferred()
+                    with expected_sync():
+                        stop = distributed.any_rank(self.stop_training, self.device)
+                    if stop:
+                        self.stop_training = True
+                        break
+            finally:
+                self._in_epoch = False
         callbacks.on_train_end(epoch_logs)
         self._callbacks = None
         return self.history  # type: ignore[return-value]
@@ -502,13 +502,11 @@ class Trainer:
             if inner.broadcast_buffers:
                 distributed.broadcast_buffers(inner.module)
             self._module = inner.module
-        was_training = self._module.training
-        self._module.eval()
         try:
-            with torch.no_grad():
+            with preserved_modes(self._module), torch.no_grad():
+                self._module.eval()
                 yield
         finally:
-            self._module.train(was_training)
             self._module = running
 
     # -- callbacks -------------------------------------------------------------------------

@@ -36,3 +36,15 @@ def expected_sync() -> Iterator[None]:
         yield
     finally:
         torch.cuda.set_sync_debug_mode(mode)
+
+
+@contextlib.contextmanager
+def preserved_modes(module: torch.nn.Module) -> Iterator[None]:
+    """Give every submodule back its own train/eval mode on exit: ``module.train()`` would
+    also switch parts the user froze with ``.eval()`` (BatchNorm statistics of a backbone)."""
+    modes = [(submodule, submodule.training) for submodule in module.modules()]
+    try:
+        yield
+    finally:
+        for submodule, training in modes:
+            submodule.training = training

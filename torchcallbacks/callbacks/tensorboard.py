@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from torchcallbacks.callbacks.base import Callback
-from torchcallbacks.utils import require
+from torchcallbacks.utils import preserved_modes, require
 
 
 class TensorBoard(Callback):
@@ -228,6 +228,7 @@ class TensorBoard(Callback):
                 torch.no_grad(),
                 warnings.catch_warnings(),
                 contextlib.redirect_stdout(io.StringIO()),  # the tracer prints its errors
+                preserved_modes(self.model),  # the tracer ends with train() on the whole tree
             ):
                 warnings.simplefilter("ignore")  # tracer and deprecation notices
                 self._writer("train").add_graph(*_traceable(self.model, inputs))
@@ -392,7 +393,6 @@ class _KeywordCall(torch.nn.Module):
     def __init__(self, module: torch.nn.Module, names: list[str]) -> None:
         super().__init__()
         self.module, self.names = module, names
-        self.train(module.training)  # the tracer restores this mode on the whole tree
 
     def forward(self, *values: Any) -> Any:
         return self.module(**dict(zip(self.names, values)))
