@@ -189,6 +189,16 @@ def test_uneven_validation_and_batchnorm_score_rank_0s_saved_model(runs):
         )
 
 
+def test_a_self_synchronising_metric_is_read_by_every_rank_together(runs):
+    """Running logs read on rank 0 alone leave out the torchmetrics-style object (its
+    compute() is a collective); the epoch logs hold its global value on both ranks."""
+    _, results = runs
+    rank0, rank1 = results["rank0"]["synced_metric"], results["rank1"]["synced_metric"]
+    assert rank0["running_keys"] == ["loss"]
+    assert rank0["history"] == rank1["history"]
+    assert len(rank0["history"]["synced_mean_prediction"]) == 2
+
+
 def test_a_rank_that_raises_ends_the_run_without_hanging(tmp_path):
     start = time.monotonic()
     done = _run(tmp_path, 2, "--part", "raise", timeout=120)

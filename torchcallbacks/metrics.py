@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from torchcallbacks import distributed
 from torchcallbacks.losses import loss_name, resolve_loss
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -315,10 +316,15 @@ class MetricTracker:
         logs = dict(zip(self.objective.names, (sums / count).tolist()))
         if not self.objective.stateful:
             return logs
+        # torchmetrics objects synchronise the processes in compute(): under DDP they are
+        # read only where every rank reads them together, at the end of an epoch.
+        in_progress = reduce is None and distributed.is_active()
         for name, metric in self.objective.stateful:
+            if in_progress and not metric.keras_style:
+                continue
             result = metric.result()
             logs[name] = float(result) if _is_scalar(result) else result
-        return {name: logs[name] for name in self.objective.log_names}
+        return {name: logs[name] for name in self.objective.log_names if name in logs}
 
     def state_dict(self) -> dict[str, Any]:
         sums = None if self.sums is None else self.sums.detach().cpu().clone()

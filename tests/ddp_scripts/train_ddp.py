@@ -73,6 +73,37 @@ class RaiseOnRank(Callback):
             raise RuntimeError(f"rank {self.rank} fails on purpose at epoch {epoch}")
 
 
+class SyncedMeanPrediction:
+    """A torchmetrics-style metric whose compute() all-reduces, as torchmetrics does."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.state += torch.stack([preds.sum(), torch.tensor(float(preds.numel()))])
+
+    def compute(self) -> torch.Tensor:
+        state = self.state.clone()
+        if dist.is_initialized():
+            dist.all_reduce(state)
+        return state[0] / state[1]
+
+    def reset(self) -> None:
+        self.state = torch.zeros(2)
+
+
+class ReadRunningLogsOnRank0(Callback):
+    """Reads the running logs on rank 0 only, as the progress bar does when it redraws."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.trainer.is_main_process:
+            self.seen.append(self.trainer.running_logs())
+
+
 def trainer_for(module: torch.nn.Module) -> Trainer:
     optimizer = torch.optim.SGD(module.parameters(), lr=0.2)
     return Trainer(module, optimizer, loss="cross_entropy", metrics=["accuracy"], device="cpu")
@@ -166,6 +197,19 @@ def uneven_part() -> dict:
     }
 
 
+def synced_metric_part() -> dict:
+    """A self-synchronising metric object with running logs read on rank 0 alone: no
+    collective may run on one rank only (that would hang)."""
+    x, y = data(128, seed=8)
+    module = model()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.2)
+    metric = SyncedMeanPrediction()
+    trainer = Trainer(module, optimizer, loss="cross_entropy", metrics=[metric], device="cpu")
+    reader = ReadRunningLogsOnRank0()
+    history = trainer.fit(x, y, batch_size=8, epochs=2, callbacks=[reader], verbose=0)
+    return {"history": history.history, "running_keys": sorted({k for s in reader.seen for k in s})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -189,6 +233,7 @@ def main() -> None:
         result["stop"] = stop_part()
         result["wrapped"] = wrapped_part()
         result["uneven"] = uneven_part()
+        result["synced_metric"] = synced_metric_part()
         # Free the DDP wrappers before the process group: a DDP reducer still alive at
         # interpreter exit makes gloo abort the process now and then (SIGABRT).
         gc.collect()
