@@ -93,6 +93,12 @@ def test_epoch_logs_equal_a_single_process_run_on_the_same_global_batches(runs):
     evaluated = results["single"]["main"]["evaluate_of_49"]
     assert rank0["evaluate_of_49"] == pytest.approx(evaluated, rel=1e-5)
     assert rank1["evaluate_of_49"] == rank0["evaluate_of_49"]
+    # Fewer samples than processes: no rank is left with an empty shard (which would hang).
+    single = results["single"]["main"]
+    assert rank0["evaluate_of_1"] == rank1["evaluate_of_1"]
+    assert rank0["evaluate_of_1"] == pytest.approx(single["evaluate_of_1"], rel=1e-5)
+    assert rank0["predict_of_1"] == rank1["predict_of_1"]
+    assert rank0["predict_of_1"][0] == pytest.approx(single["predict_of_1"][0], rel=1e-5)
 
 
 def test_only_rank_0_writes_files_and_they_match_the_single_process_files(runs):

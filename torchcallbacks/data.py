@@ -117,6 +117,8 @@ class TensorBatches:
             self.tensors = [t.pin_memory() for t in self.tensors]
         self.batch_size = batch_size
         self.shuffle = shuffle
+        if not equal_shards and self.num_samples < world_size:
+            rank, world_size = 0, 1  # no empty shard: every rank scores the few samples
         self.rank, self.world_size = rank, world_size
         self.equal_shards = equal_shards
         self.shard_size = _shard_size(self.num_samples, rank, world_size, equal_shards)
@@ -316,7 +318,7 @@ def make_batches(
         sampler: Sampler[int] | None = None
         if world_size > 1 and training:
             sampler = DistributedSampler(x, num_replicas=world_size, rank=rank, shuffle=shuffle)
-        elif world_size > 1:
+        elif len(x) >= world_size > 1:  # else every rank scores the few samples
             sampler = ShardSampler(len(x), rank, world_size)
         loader = DataLoader(
             x,

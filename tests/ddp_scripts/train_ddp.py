@@ -141,6 +141,8 @@ def main_part(world_size: int) -> dict:
         "evaluate_of_49": trainer.evaluate(
             x_val[:49], y_val[:49], batch_size=8, verbose=0, return_dict=True
         ),
+        "evaluate_of_1": trainer.evaluate(x_val[:1], y_val[:1], verbose=0, return_dict=True),
+        "predict_of_1": trainer.predict(TensorDataset(x_val[:1]), verbose=0).tolist(),
         "predict": trainer.predict(x_val[:50], batch_size=8, verbose=0).tolist(),
         "predict_rows_of_49": len(trainer.predict(x_val[:49], batch_size=8, verbose=0)),
         "predict_rows_of_loader": len(trainer.predict(DataLoader(x_val, batch_size=8), verbose=0)),
