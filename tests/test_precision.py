@@ -6,6 +6,7 @@ Each option is checked against the hand-written loop it replaces: same data orde
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchcallbacks import Trainer
+from torchcallbacks import Callback, TerminateOnNaN, Trainer
 
 
 def _data(samples: int = 40, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,3 +218,32 @@ def test_compile_without_a_cpp_compiler_falls_back_to_eager(tmp_path):
         [sys.executable, "-c", _NO_COMPILER], capture_output=True, text=True, timeout=240, env=env
     )
     assert done.returncode == 0 and "fell back" in done.stdout, done.stderr[-2000:]
+
+
+def test_fp16_overflow_skips_steps_without_tripping_terminate_on_nan():
+    """A GradScaler scale too large for fp16 overflows the gradients: those steps are
+    skipped and the scale backs off, while the loss stays finite and training goes on."""
+    if not _autocast_supported(torch.float16):
+        pytest.skip(f"CPU autocast to float16 is not supported by torch {torch.__version__}")
+    x, y = _classification()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    trainer = Trainer(model, "sgd", loss="cross_entropy", device="cpu", precision="16-mixed")
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
+    skipped = []
+
+    class CountSkipped(Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.before = [p.detach().clone() for p in model.parameters()]
+
+        def on_train_batch_end(self, batch, logs=None):
+            unchanged = all(torch.equal(a, b) for a, b in zip(self.before, model.parameters()))
+            skipped.append(unchanged)
+
+    history = trainer.fit(
+        x, y, batch_size=32, epochs=3, verbose=0, callbacks=[TerminateOnNaN(), CountSkipped()]
+    )
+    assert history.epoch == [0, 1, 2]  # TerminateOnNaN did not stop the run
+    assert all(math.isfinite(v) for v in history.history["loss"])
+    assert skipped[0] and not skipped[-1]  # the first steps were skipped, later ones applied
+    assert trainer.scaler.get_scale() < 2.0**40
