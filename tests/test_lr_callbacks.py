@@ -126,6 +126,31 @@ def test_schedule_keeps_param_group_ratios():
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.01, 0.03])
 
 
+def test_a_warm_up_from_zero_keeps_param_group_ratios():
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(
+        [{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 0.01}]
+    )
+    trainer = Trainer(model, optimizer, loss="mse")
+    seen = []
+    trainer.fit(
+        X,
+        Y,
+        epochs=3,
+        verbose=0,
+        callbacks=[
+            LearningRateScheduler(lambda epoch: 0.05 * epoch),  # 0 at the first epoch
+            LambdaCallback(
+                on_epoch_end=lambda epoch, logs: seen.append(
+                    [g["lr"] for g in optimizer.param_groups]
+                )
+            ),
+        ],
+    )
+    expected = [[0.0, 0.0], [0.05, 0.005], [0.1, 0.01]]
+    assert [pytest.approx(lrs) for lrs in expected] == seen
+
+
 def test_bad_scheduler_arguments():
     with pytest.raises(TypeError, match="schedule must be a function"):
         LearningRateScheduler(0.1)

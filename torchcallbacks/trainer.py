@@ -160,12 +160,17 @@ class Trainer:
         return float(self._require_optimizer("read the learning rate").param_groups[0]["lr"])
 
     def set_lr(self, value: float) -> None:
-        """Set the learning rate; other groups keep their ratio to the first group."""
+        """Set the learning rate; other groups keep their ratio to the first group.
+
+        The ratios are kept in the groups (``"lr_ratio"``), so they survive a warm-up
+        from 0, where they cannot be computed, and go into checkpoints with the optimizer.
+        """
         groups = self._require_optimizer("set the learning rate").param_groups
         first = float(groups[0]["lr"])
         for group in groups:
-            ratio = float(group["lr"]) / first if first else 1.0
-            group["lr"] = float(value) * ratio
+            if first:
+                group["lr_ratio"] = float(group["lr"]) / first
+            group["lr"] = float(value) * group.get("lr_ratio", 1.0)
 
     def _require_optimizer(self, action: str) -> torch.optim.Optimizer:
         if self.optimizer is None:
