@@ -392,3 +392,30 @@ def test_graph_of_a_model_called_with_keyword_inputs(tmp_path):
     nodes = [node.name for node in read_run(tmp_path, "train").Graph().node]
     assert any("image_branch" in name for name in nodes)
     assert any("table_branch" in name for name in nodes)
+
+
+def test_graph_of_a_model_fed_lists_by_a_dataloader(tmp_path):
+    """A Dataset of ``((a, b), y)`` collates to ``[a, b]`` lists, passed as ``forward(a, b)``."""
+
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.left, self.right = torch.nn.Linear(3, 1), torch.nn.Linear(2, 1)
+
+        def forward(self, a, b):
+            return self.left(a) + self.right(b)
+
+    class Pairs(torch.utils.data.Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, index):
+            return (torch.full((3,), float(index)), torch.ones(2)), torch.zeros(1)
+
+    trainer = Trainer(Pair(), "sgd", "mse", device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Pairs(), batch_size=8, verbose=0, callbacks=[TensorBoard(tmp_path)])
+    assert not [w for w in caught if "model graph" in str(w.message)]
+    nodes = [node.name for node in read_run(tmp_path, "train").Graph().node]
+    assert any("left" in name for name in nodes) and any("right" in name for name in nodes)

@@ -402,6 +402,4 @@ def _traceable(model: torch.nn.Module, inputs: Any) -> tuple[torch.nn.Module, An
     """``add_graph`` arguments for the batch inputs as `Trainer` passes them to forward."""
     if isinstance(inputs, Mapping):
         return _KeywordCall(model, list(inputs)), tuple(inputs.values())
-    if isinstance(inputs, list):
-        return model, tuple(inputs)
     return model, inputs
