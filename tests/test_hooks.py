@@ -76,7 +76,7 @@ def test_fit_emits_keras_event_order(regression_data):
 
 
 def test_lambda_callback_order_matches_keras_experiment(regression_data):
-    # KERAS_REFERENCE §14: 2 batches, 1 epoch, with validation.
+    # Keras's hook order: 2 batches, 1 epoch, with validation.
     x, y = regression_data
     calls = []
     spy = LambdaCallback(

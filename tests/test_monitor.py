@@ -2,7 +2,7 @@
 
 A real `Trainer` trains a tiny model; a `Feed` callback placed first writes the scripted value
 of each epoch into the shared epoch logs, so EarlyStopping / ReduceLROnPlateau see exactly
-the sequences of KERAS_REFERENCE.md §7, §8 and §10.
+Keras 3's documented sequences for these callbacks.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def test_auto_mode_unknown_name_raises_at_fit_start(cls):
     with pytest.raises(ValueError) as info:
         trainer.fit(*DATA, epochs=3, verbose=0, callbacks=[cls(monitor="val_foo")])
     message = str(info.value)
-    assert message.startswith(f"{cls.__name__} callback received monitor=val_foo, but Keras")
+    assert message.startswith(f"{cls.__name__} callback received monitor=val_foo, but torchcallbacks cannot")
     assert "Pass `mode='max'`" in message and "pass `mode='min'`" in message
 
 
@@ -189,7 +189,7 @@ def test_auto_mode_reads_metric_object_direction(higher, mode):
     assert stop.stopped_epoch == (1 if mode == "max" else 0)
 
 
-# -- EarlyStopping traces (KERAS_REFERENCE.md §8) --------------------------------------------
+# -- EarlyStopping traces (Keras 3) --------------------------------------------------------------
 STEPS = [10, 9, 8, 9, 8.9, 8.8, 8.7, 8.6, 8.5]
 ES_TRACES = [
     # values, kwargs, stopped_epoch, epochs run, best_epoch
@@ -341,7 +341,7 @@ def test_state_dict_round_trip():
     assert other.best_weights.keys() == stop.best_weights.keys()
 
 
-# -- ReduceLROnPlateau traces (KERAS_REFERENCE.md §10) ---------------------------------------
+# -- ReduceLROnPlateau traces (Keras 3) ---------------------------------------------------------
 RLROP_TRACES = [
     # values, kwargs, start lr, LR logged each epoch (pre-reduction), optimizer LR after each
     (

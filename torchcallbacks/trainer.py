@@ -1,6 +1,6 @@
 """`Trainer`: Keras's fit / evaluate / predict around any ``nn.Module``.
 
-The loop emits Keras's hook events in Keras's order (KERAS_REFERENCE.md §1). Per-step work
+The loop emits Keras's hook events in Keras's order. Per-step work
 is kept to what a hand-written loop does: losses and metrics accumulate on the device, and
 batch logs (one host sync) are built only when a callback implements batch hooks.
 """
@@ -15,13 +15,14 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from torchcallbacks import __version__, distributed
+from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback, CallbackList, sanitize_logs
 from torchcallbacks.callbacks.history import History
 from torchcallbacks.data import LoaderBatches, TensorBatches, make_batches, split_validation
 from torchcallbacks.metrics import Objective
 from torchcallbacks.optimizers import resolve_optimizer
-from torchcallbacks.rng import get_rng_state, set_rng_state
+from torchcallbacks.resume_state import ResumeState
+from torchcallbacks.rng import set_rng_state
 from torchcallbacks.steps import ObjectiveSteps, concatenate_outputs
 from torchcallbacks.utils import expected_sync, preserved_modes
 
@@ -115,12 +116,9 @@ class Trainer:
         self.global_train_batch = 0
         self.current_epoch = 0
         self.example_batch_inputs: Any = None
-        self._pending_resume: Mapping[str, Any] | None = None
         self._callbacks: CallbackList | None = None
-        self._data_generator = torch.Generator()
-        self._epoch_start_state: dict[str, Any] | None = None
-        self._batch_index = -1
-        self._in_epoch = False
+        self._resume = ResumeState(self)
+        self._data_generator = self._resume.data_generator
         self._deferred: list[Callable[[], None]] = []
         self._eager_module: torch.nn.Module | None = None  # set until compile is proven
         self._batch_logs = False
@@ -200,7 +198,7 @@ class Trainer:
         validation_freq: int | Sequence[int] = 1,
         resume_from: str | None = None,
     ) -> History:
-        """Train for ``epochs`` epochs and return the `History` (see SPEC.md)."""
+        """Train for ``epochs`` epochs and return the `History` of the epoch logs."""
         self._require_optimizer("fit")
         if validation_split and validation_data is None:
             (x, y), validation_data = split_validation(x, y, validation_split)
@@ -236,10 +234,9 @@ class Trainer:
 
         callbacks.on_train_begin({})
         start_epoch, skip = initial_epoch, 0
-        resume = self._pending_resume
-        self._pending_resume = None
+        resume, self._resume.pending = self._resume.pending, None
         if resume is not None:
-            start_epoch, skip = self._apply_resume(resume, callbacks)
+            start_epoch, skip = self._resume.apply(resume, callbacks)
         batch_hooks = callbacks.implements_batch_hooks("train")
         self._batch_logs = callbacks.needs_batch_logs("train")
         epoch_logs: dict[str, Any] = {}
@@ -250,7 +247,7 @@ class Trainer:
                 for epoch in range(start_epoch, epochs):
                     self.current_epoch = epoch
                     resuming = resume if skip else None
-                    self._begin_epoch_state(resuming)
+                    self._resume.begin_epoch(resuming)
                     callbacks.on_epoch_begin(epoch, {})
                     self._train_epoch(epoch, train, callbacks, batch_hooks, steps, skip, resuming)
                     skip = 0
@@ -267,7 +264,7 @@ class Trainer:
                         self.stop_training = True
                         break
             finally:
-                self._in_epoch = False
+                self._resume.in_epoch = False
         callbacks.on_train_end(epoch_logs)
         self._callbacks = None
         return self.history  # type: ignore[return-value]
@@ -287,19 +284,18 @@ class Trainer:
         accumulate = self.accumulate_grad_batches
         distributed_run = distributed.is_active()
         after_skip = (lambda: set_rng_state(resume["rng"])) if resume is not None else None
-        pending = False  # gradients accumulated but not yet stepped
-        if resume is not None and resume["training"].get("gradients") is not None:
-            self._restore_gradients(resume["training"]["gradients"])
-            pending = True
+        position = self._resume
+        # gradients accumulated but not yet stepped
+        pending = position.restore_gradients(resume)
         batch_logs = self._batch_logs
         first = True
-        self._in_epoch = True
+        position.in_epoch = True
         for batch_index, batch in enumerate(
             train.epoch(epoch, self._data_generator, skip, after_skip), start=skip
         ):
             if steps is not None and batch_index >= steps:
                 break
-            self._batch_index = batch_index
+            position.batch_index = batch_index
             if batch_hooks:
                 callbacks.on_train_batch_begin(batch_index, {})
             if not pending:
@@ -330,7 +326,7 @@ class Trainer:
                 break
         if pending:
             self._optimizer_step()
-        self._in_epoch = False
+        position.in_epoch = False
 
     def _forward_backward(self, batch: Any, batch_index: int) -> tuple[Any, int]:
         if self._eager_module is not None:
@@ -559,7 +555,7 @@ class Trainer:
             validation_data, None, batch_size, False, self.device, self.rank, self.world_size
         )
 
-    # -- checkpoints and resume ------------------------------------------------------------
+    # -- checkpoints and resume (the state itself lives in resume_state.py) ---------------
     def checkpoint_state(
         self, epoch: int | None = None, logs: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -567,64 +563,12 @@ class Trainer:
 
         The tensors are the live ones (no copies): save the dict at once, or deep-copy it.
         """
-        callbacks = self._callbacks.callbacks if self._callbacks is not None else []
-        return {
-            "format": "torchcallbacks.checkpoint",
-            "version": __version__,
-            "model": self.model.state_dict(),
-            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
-            "scaler": None if self.scaler is None else self.scaler.state_dict(),
-            "epoch": self.current_epoch if epoch is None else epoch,
-            "global_step": self.global_step,
-            "callbacks": {_callback_key(i, c): c.state_dict() for i, c in enumerate(callbacks)},
-            "rng": get_rng_state(),
-            "training": self._training_position(),
-            "logs": dict(logs or {}),
-        }
-
-    def _training_position(self) -> dict[str, Any]:
-        if self._in_epoch:  # called from a batch hook: resume at the next batch
-            return {
-                "epoch": self.current_epoch,
-                "batch": self._batch_index + 1,
-                "global_train_batch": self.global_train_batch,
-                "tracker": self._train_tracker.state_dict(),
-                "epoch_start": self._epoch_start_state,
-                "gradients": self._pending_gradients(),
-            }
-        return {
-            "epoch": self.current_epoch + 1,
-            "batch": 0,
-            "global_train_batch": self.global_train_batch,
-            "tracker": None,
-            "epoch_start": None,
-            "data_generator": self._data_generator.get_state(),
-        }
-
-    def _parameters(self) -> list[torch.nn.Parameter]:
-        return [p for group in self.optimizer.param_groups for p in group["params"]]
-
-    def _pending_gradients(self) -> list[torch.Tensor | None] | None:
-        """Gradients accumulated since the last optimizer step (None when there are none)."""
-        if self.optimizer is None or (self._batch_index + 1) % self.accumulate_grad_batches == 0:
-            return None
-        return [
-            None if p.grad is None else p.grad.detach().cpu().clone() for p in self._parameters()
-        ]
-
-    def _restore_gradients(self, gradients: Sequence[torch.Tensor | None]) -> None:
-        for parameter, gradient in zip(self._parameters(), gradients):
-            parameter.grad = None if gradient is None else gradient.to(parameter.device)
+        return self._resume.checkpoint(epoch, logs)
 
     def load_checkpoint_state(self, state: Mapping[str, Any], resume: bool = False) -> None:
         """Load the module, optimizer and scaler of a checkpoint; ``resume`` also schedules
         an exact resume of training (see `request_resume`)."""
-        self.model.load_state_dict(state["model"])
-        if self.optimizer is not None and state.get("optimizer") is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.global_step = int(state.get("global_step", self.global_step))
+        self._resume.load_weights_and_optimizer(state)
         if resume:
             self.request_resume(state)
 
@@ -648,40 +592,7 @@ class Trainer:
 
     def request_resume(self, state: Mapping[str, Any]) -> None:
         """Resume from ``state`` once every callback has run ``on_train_begin``."""
-        self._pending_resume = state
-
-    def _apply_resume(self, state: Mapping[str, Any], callbacks: CallbackList) -> tuple[int, int]:
-        self.load_checkpoint_state(state)
-        saved = state.get("callbacks", {})
-        for index, callback in enumerate(callbacks.callbacks):
-            key = _callback_key(index, callback)
-            if key in saved:
-                callback.load_state_dict(saved[key])
-        position = state["training"]
-        self.global_train_batch = int(position["global_train_batch"])
-        if position["batch"] == 0:
-            set_rng_state(state["rng"])
-            if position.get("data_generator") is not None:
-                self._data_generator.set_state(position["data_generator"])
-        return int(position["epoch"]), int(position["batch"])
-
-    def _begin_epoch_state(self, resume: Mapping[str, Any] | None) -> None:
-        """Reset the epoch accumulators, or restore them and the epoch's data order."""
-        if resume is None:
-            self._train_tracker.reset()
-            self._epoch_start_state = {
-                "data_generator": self._data_generator.get_state(),
-                "torch": torch.get_rng_state(),
-            }
-            return
-        position = resume["training"]
-        self._epoch_start_state = position["epoch_start"]
-        self._data_generator.set_state(self._epoch_start_state["data_generator"])
-        torch.set_rng_state(self._epoch_start_state["torch"])
-        # Metric objects keep their own state, which is not saved: they restart empty and
-        # cover the batches after the resume.
-        self._train_tracker.reset()
-        self._train_tracker.load_state_dict(position["tracker"], self.device)
+        self._resume.pending = state
 
     # -- files -----------------------------------------------------------------------------
     def save_weights(self, path: str) -> None:
@@ -701,10 +612,6 @@ class Trainer:
         from torchcallbacks.checkpoint_io import save_checkpoint
 
         save_checkpoint(path, self.checkpoint_state())
-
-
-def _callback_key(index: int, callback: Callback) -> str:
-    return f"{index}:{type(callback).__name__}"
 
 
 def _length(batches: TensorBatches | LoaderBatches) -> int | None:

@@ -1,6 +1,6 @@
 """The monitor logic shared by EarlyStopping, ReduceLROnPlateau and ModelCheckpoint.
 
-Keras 3 semantics (KERAS_REFERENCE.md §7) with the port's ``auto`` rule (SPEC.md):
+Keras 3 semantics, with this project's ``auto`` rule:
 
 - ``mode`` is ``"min"``, ``"max"`` or ``"auto"``; any other value warns
   ``"<ClassName> mode '<mode>' is unknown, fallback to auto mode."`` and becomes ``"auto"``.
@@ -120,8 +120,8 @@ class MonitorCallback(Callback):
         if any(part in lowered for part in _MIN_NAMES):
             return "min"
         raise ValueError(
-            f"{type(self).__name__} callback received monitor={self.monitor}, but Keras isn't "
-            "able to automatically determine whether that metric should be maximized or "
+            f"{type(self).__name__} callback received monitor={self.monitor}, but torchcallbacks "
+            "cannot automatically determine whether that metric should be maximized or "
             "minimized. Pass `mode='max'` in order to monitor based on the highest metric "
             "value, or pass `mode='min'` in order to use the lowest value "
             f'(e.g. {type(self).__name__}(monitor="{self.monitor}", mode="min")).'

@@ -1,6 +1,6 @@
 """The `Callback` base class and the `CallbackList` that dispatches hook events.
 
-Keras semantics (KERAS_REFERENCE.md §2-3): hooks are no-ops by default, epochs and batches
+Keras semantics: hooks are no-ops by default, epochs and batches
 are 0-based, ``on_batch_begin``/``on_batch_end`` are aliases reached only from training
 batches, begin hooks receive ``{}``, and one sanitised logs dict is shared by every callback
 of a dispatch, so a key added by an earlier callback (``lr``) is seen by later ones.
