@@ -262,3 +262,63 @@ def test_lightning_data_module_from_lightning_itself():
     torch.manual_seed(0)
     history = Trainer(BoringModel(), device="cpu").fit(BoringDataModule(), epochs=1, verbose=0)
     assert len(history.history["loss"]) == 1
+
+
+def test_real_lightning_module_trains_with_our_trainer(tmp_path):
+    class LitClassifier(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)
+            )
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self(x), y)
+            self.log("train_loss", loss, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self(x)
+            self.log_dict(
+                {
+                    "val_loss": F.cross_entropy(logits, y),
+                    "val_acc": (logits.argmax(-1) == y).float().mean(),
+                }
+            )
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.5)
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 10, 0.5)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler}}
+
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(96, 4, generator=generator)
+    y = (x[:, 0] - x[:, 1] > 0).long()
+    stopper = EarlyStopping(monitor="val_acc", patience=2)
+    checkpoint = ModelCheckpoint(
+        tmp_path / "best.pt", monitor="val_loss", save_best_only=True, save_weights_only=True
+    )
+    trainer = Trainer(LitClassifier(), device="cpu")
+    history = trainer.fit(
+        x,
+        y,
+        epochs=40,
+        batch_size=16,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[stopper, checkpoint],
+    )
+    assert {"loss", "train_loss", "val_loss", "val_acc", "lr"} <= set(history.history)
+    assert stopper.stopped_epoch == stopper.best_epoch + 2 == len(history.epoch) - 1
+    fresh = LitClassifier()
+    fresh.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True))
+    best = Trainer(fresh, device="cpu").evaluate(
+        x[72:], y[72:], batch_size=16, verbose=0, return_dict=True
+    )
+    assert best["val_loss"] == pytest.approx(min(history.history["val_loss"]), rel=1e-5)

@@ -54,13 +54,18 @@ def _pandas_to_numpy(value: Any) -> np.ndarray:
             f"pandas {type(value).__name__} has non-numeric column(s) {other}; encode them as "
             "numbers first (e.g. pd.get_dummies(df), or df[col].astype('category').cat.codes)."
         )
-    return np.asarray(value.to_numpy())
+    array = np.asarray(value.to_numpy())
+    if array.dtype == object:  # mixed column types (bool beside numbers): as floats
+        array = value.to_numpy(dtype=np.float64, na_value=np.nan)
+    return array
 
 
 def _to_tensor(value: Any) -> Any:
     if _is_pandas(value):
         value = _pandas_to_numpy(value)
     if isinstance(value, np.ndarray):
+        if not value.flags.writeable:  # pandas' copy-on-write views: torch warns about them
+            value = value.copy()
         tensor = torch.from_numpy(value)
         return tensor.float() if tensor.dtype == torch.float64 else tensor
     if isinstance(value, torch.Tensor):
