@@ -322,3 +322,64 @@ def test_real_lightning_module_trains_with_our_trainer(tmp_path):
         x[72:], y[72:], batch_size=16, verbose=0, return_dict=True
     )
     assert best["val_loss"] == pytest.approx(min(history.history["val_loss"]), rel=1e-5)
+
+
+def _step(optimizer):
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+
+@pytest.mark.parametrize(
+    ("form", "final_lr"),
+    [
+        (lambda opt: opt, 0.1),
+        (lambda opt: [opt], 0.1),
+        (lambda opt: (opt,), 0.1),
+        (lambda opt: {"optimizer": opt}, 0.1),
+        (lambda opt: ([opt], [_step(opt)]), 0.1 / 4),  # per epoch, 2 epochs
+        (lambda opt: ([opt], [{"scheduler": _step(opt), "interval": "step"}]), 0.1 / 2**8),
+        (lambda opt: {"optimizer": opt, "lr_scheduler": _step(opt)}, 0.1 / 4),
+        (
+            lambda opt: {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": _step(opt), "frequency": 2},
+            },
+            0.1 / 2,
+        ),
+        (lambda opt: [{"optimizer": opt, "lr_scheduler": _step(opt)}], 0.1 / 4),
+    ],
+)
+def test_every_documented_configure_optimizers_form(form, final_lr):
+    class Configured(BoringModel):
+        def configure_optimizers(self):
+            return form(torch.optim.SGD(self.parameters(), lr=0.1))
+
+    lrs: list[float] = []
+
+    class ReadsItsOptimizer(Configured):
+        def on_train_epoch_start(self):
+            lrs.append(self.optimizers().param_groups[0]["lr"])
+
+    model = ReadsItsOptimizer()
+    trainer = Trainer(model, device="cpu")
+    trainer.fit(DataLoader(torch.randn(16, 32), batch_size=4), epochs=2, verbose=0)
+    assert trainer.get_lr() == pytest.approx(final_lr)
+    assert lrs[0] == 0.1 and len(lrs) == 2
+    assert model.optimizers() is trainer.optimizer
+
+
+def test_trainer_should_stop_and_unknown_trainer_attributes():
+    class StopsItself(BoringModel):
+        def on_train_epoch_end(self):
+            if self.current_epoch == 1:
+                self.trainer.should_stop = True
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    model = StopsItself()
+    trainer = Trainer(model, device="cpu")
+    history = trainer.fit(DataLoader(torch.randn(8, 32), batch_size=4), epochs=5, verbose=0)
+    assert history.epoch == [0, 1] and trainer.stop_training
+    assert model.trainer.callback_metrics["loss"] == history.history["loss"][-1]
+    with pytest.raises(AttributeError, match="estimated_stepping_batches is a lightning.Trainer"):
+        model.trainer.estimated_stepping_batches  # noqa: B018

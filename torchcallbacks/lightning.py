@@ -185,13 +185,14 @@ class LightningTrainerView:
     Lightning's names that have a meaning here: ``current_epoch``, ``global_step``,
     ``max_epochs``, ``global_rank``, ``local_rank``, ``world_size``, ``is_global_zero``,
     ``optimizers``, ``training``/``validating``/``testing``/``predicting``,
-    ``sanity_checking`` (always False), ``logger`` (None), ``loggers`` ([]), ``model``
-    (the module), ``callback_metrics`` (the latest epoch logs). Any other attribute is
-    read from the `Trainer` itself (``self.trainer.stop_training = True`` works).
+    ``sanity_checking`` (always False), ``should_stop`` (set it to stop `fit`), ``logger``
+    (None), ``loggers`` ([]), ``model`` (the module), ``callback_metrics`` (the latest epoch
+    logs). Any other attribute is read from (and written to) the `Trainer` itself.
     """
 
     sanity_checking = False
     logger = None
+    _OWN = frozenset({"_trainer", "stage", "max_epochs", "callback_metrics", "loggers"})
 
     def __init__(self, trainer: Trainer) -> None:
         self._trainer = trainer
@@ -199,6 +200,21 @@ class LightningTrainerView:
         self.max_epochs: int | None = None
         self.callback_metrics: dict[str, Any] = {}
         self.loggers: list[Any] = []
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._OWN or isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)
+        else:  # self.trainer.stop_training = True reaches the Trainer
+            setattr(self._trainer, name, value)
+
+    @property
+    def should_stop(self) -> bool:
+        """Lightning's name for `Trainer.stop_training`: set it to end `fit` after this epoch."""
+        return self._trainer.stop_training
+
+    @should_stop.setter
+    def should_stop(self, value: bool) -> None:
+        self._trainer.stop_training = value
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
