@@ -187,3 +187,11 @@ def test_pandas_lightning_and_transformers_stay_unimported():
     command = [sys.executable, "-c", code]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_plain_module_without_a_loss_is_told_to_pass_one():
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    trainer = Trainer(classifier(), "sgd")
+    with pytest.raises(ValueError, match=r"No loss given: pass loss=.*it returned a Tensor"):
+        trainer.fit(x, y, verbose=0)
+    assert trainer.predict(x, verbose=0).shape == (8, 3)  # predict needs no loss

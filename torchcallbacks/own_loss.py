@@ -21,6 +21,7 @@ returns the logits.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ class OwnLossSteps(ObjectiveSteps):
             self._batch_loss, trainer.objective.metric_spec
         )
         self._loss: torch.Tensor | None = None
+        self.takes_labels = _takes_labels(trainer.model)
 
     def _batch_loss(self, logits: Any, labels: Any) -> torch.Tensor:
         return self._loss  # type: ignore[return-value]
@@ -55,6 +57,8 @@ class OwnLossSteps(ObjectiveSteps):
             return batch, batch.get("labels")
         if isinstance(batch, tuple | list) and len(batch) == 2:
             inputs, labels = batch
+            if labels is not None and not self.takes_labels:
+                labels = None  # a plain module given no loss=: the error below says so
             if labels is not None and isinstance(inputs, Mapping):
                 return {**inputs, "labels": labels}, labels
             return (inputs, labels), labels
@@ -116,3 +120,12 @@ class OwnLossSteps(ObjectiveSteps):
             return prediction_of(self.forward(batch))
         with torch.autocast(self.trainer.device.type, dtype=dtype):
             return prediction_of(self.forward(batch))
+
+
+def _takes_labels(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s forward accepts a ``labels`` keyword (HuggingFace models do)."""
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: try it
+        return True
+    return any(p.name == "labels" or p.kind is p.VAR_KEYWORD for p in parameters)
