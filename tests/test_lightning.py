@@ -1,10 +1,13 @@
-"""Lightning-style modules: training_step / configure_optimizers / self.log with our Trainer."""
+"""Lightning-style plain modules (`LoggingMixin`, no Lightning): training_step,
+configure_optimizers and self.log with our Trainer. Real LightningModules and Lightning's own
+demo modules are tested in test_integrations_lightning.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from torchcallbacks import Callback, EarlyStopping, Trainer
 from torchcallbacks.callbacks.model_checkpoint import ModelCheckpoint
@@ -263,61 +266,33 @@ def test_resume_mid_epoch_restores_logged_accumulators(tmp_path):
         assert resumed.history[key] == pytest.approx(full.history[key][1:], rel=1e-6)
 
 
-def test_real_lightning_module_trains_with_our_trainer(tmp_path):
-    lightning = pytest.importorskip("lightning")
+class ToyDataModule:
+    """Any object with train_dataloader() is a data module; Lightning is not needed."""
 
-    class LitClassifier(lightning.LightningModule):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.net = torch.nn.Sequential(
-                torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)
-            )
+    def __init__(self) -> None:
+        self.stages: list[str] = []
 
-        def forward(self, x):
-            return self.net(x)
+    def setup(self, stage):
+        self.stages.append(stage)
+        self.x, self.y = _data(48)
 
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            loss = F.cross_entropy(self(x), y)
-            self.log("train_loss", loss, on_epoch=True)
-            return loss
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.x[:32], self.y[:32]), batch_size=8)
 
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            logits = self(x)
-            self.log_dict(
-                {
-                    "val_loss": F.cross_entropy(logits, y),
-                    "val_acc": (logits.argmax(-1) == y).float().mean(),
-                }
-            )
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(self.x[32:], self.y[32:]), batch_size=8)
 
-        def configure_optimizers(self):
-            optimizer = torch.optim.SGD(self.parameters(), lr=0.5)
-            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 10, 0.5)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler}}
 
-    x, y = _data()
-    stopper = EarlyStopping(monitor="val_acc", patience=2)
-    checkpoint = ModelCheckpoint(
-        tmp_path / "best.pt", monitor="val_loss", save_best_only=True, save_weights_only=True
-    )
-    trainer = Trainer(LitClassifier(), device="cpu")
-    history = trainer.fit(
-        x,
-        y,
-        epochs=40,
-        batch_size=16,
-        validation_split=0.25,
-        verbose=0,
-        callbacks=[stopper, checkpoint],
-    )
-    assert {"loss", "train_loss", "val_loss", "val_acc", "lr"} <= set(history.history)
-    assert stopper.stopped_epoch == stopper.best_epoch + 2 == len(history.epoch) - 1
-    fresh = LitClassifier()
-    fresh.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True))
-    best = Trainer(fresh, device="cpu").evaluate(
-        x[72:], y[72:], batch_size=16, verbose=0, return_dict=True
-    )
-    assert best["val_loss"] == pytest.approx(min(history.history["val_loss"]), rel=1e-5)
+def test_any_object_with_loaders_is_a_data_module():
+    data = ToyDataModule()
+    trainer = Trainer(Classifier(), device="cpu")
+    history = trainer.fit(data, epochs=2, verbose=0)
+    assert set(history.history) == {"loss", "train_loss", "val_loss", "val_acc"}
+    # evaluate without test_dataloader() uses val_dataloader(), after setup("validate")
+    result = trainer.evaluate(data, verbose=0, return_dict=True)
+    assert result["val_loss"] == pytest.approx(history.history["val_loss"][-1], rel=1e-6)
+    assert data.stages == ["fit", "validate"]
+    with pytest.raises(
+        ValueError, match=r"ToyDataModule is used as a data module.*predict_dataloader"
+    ):
+        trainer.predict(data, verbose=0)

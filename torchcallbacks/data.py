@@ -4,6 +4,9 @@ In-memory tensors and arrays are batched by slicing with a per-epoch permutation
 ``index_select`` per tensor and batch, on the device when the data fits there) instead of a
 per-sample ``Dataset`` + ``collate``, which is the largest cost of a small model's step.
 Datasets become DataLoaders; DataLoaders and other iterables of batches are used as given.
+pandas DataFrames and Series are taken wherever NumPy arrays are (pandas is never imported
+unless the input is a pandas object). A data module (an object with ``train_dataloader()``,
+such as a ``LightningDataModule``) gives its loaders through `from_data_module`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from torchcallbacks import distributed
 from torchcallbacks.utils import expected_sync
 
 # Keep in-memory data on the GPU only when it takes at most this share of the free memory.
@@ -33,8 +37,35 @@ def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False)
     return batch
 
 
+def _is_pandas(value: Any) -> bool:
+    return type(value).__module__.split(".")[0] == "pandas" and hasattr(value, "to_numpy")
+
+
+def _pandas_to_numpy(value: Any) -> np.ndarray:
+    """A numeric DataFrame/Series as a NumPy array (nullable columns' missing values: NaN)."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    dtypes = value.dtypes.items() if hasattr(value, "columns") else [(value.name, value.dtype)]
+    other = {name: str(dtype) for name, dtype in dtypes if not (
+        is_numeric_dtype(dtype) or is_bool_dtype(dtype)
+    )}  # fmt: skip
+    if other:
+        raise TypeError(
+            f"pandas {type(value).__name__} has non-numeric column(s) {other}; encode them as "
+            "numbers first (e.g. pd.get_dummies(df), or df[col].astype('category').cat.codes)."
+        )
+    array = np.asarray(value.to_numpy())
+    if array.dtype == object:  # mixed column types (bool beside numbers): as floats
+        array = value.to_numpy(dtype=np.float64, na_value=np.nan)
+    return array
+
+
 def _to_tensor(value: Any) -> Any:
+    if _is_pandas(value):
+        value = _pandas_to_numpy(value)
     if isinstance(value, np.ndarray):
+        if not value.flags.writeable:  # pandas' copy-on-write views: torch warns about them
+            value = value.copy()
         tensor = torch.from_numpy(value)
         return tensor.float() if tensor.dtype == torch.float64 else tensor
     if isinstance(value, torch.Tensor):
@@ -43,7 +74,7 @@ def _to_tensor(value: Any) -> Any:
         return {k: _to_tensor(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
         return tuple(_to_tensor(v) for v in value)
-    raise TypeError(f"expected a tensor or NumPy array, got {type(value).__name__}")
+    raise TypeError(f"expected a tensor, NumPy array or pandas object, got {type(value).__name__}")
 
 
 def _leaves(structure: Any) -> list[torch.Tensor]:
@@ -62,13 +93,17 @@ def _rebuild(structure: Any, leaves: Iterator[torch.Tensor]) -> Any:
     return next(leaves)
 
 
+def _is_array(x: Any) -> bool:
+    return isinstance(x, torch.Tensor | np.ndarray) or _is_pandas(x)
+
+
 def is_array_like(x: Any) -> bool:
-    if isinstance(x, torch.Tensor | np.ndarray):
+    if _is_array(x):
         return True
     if isinstance(x, Mapping):
         return bool(x) and all(is_array_like(v) for v in x.values())
     if isinstance(x, tuple | list):
-        return bool(x) and all(isinstance(v, torch.Tensor | np.ndarray) for v in x)
+        return bool(x) and all(_is_array(v) for v in x)
     return False
 
 
@@ -367,3 +402,58 @@ def _map(structure: Any, fn: Any) -> Any:
     if structure is None:
         return None
     return _rebuild(structure, iter([fn(t) for t in _leaves(structure)]))
+
+
+_DATA_MODULE_LOADERS = (
+    "train_dataloader",
+    "val_dataloader",
+    "test_dataloader",
+    "predict_dataloader",
+)
+
+
+def from_data_module(x: Any, stage: str, validation_data: Any = None) -> tuple[Any, Any]:
+    """``(data, validation_data)`` for ``stage`` ("fit", "test" or "predict").
+
+    When ``x`` is a data module (defines one of ``train_dataloader``, ``val_dataloader``,
+    ``test_dataloader``, ``predict_dataloader``: a ``LightningDataModule``, a LightningModule
+    with its own loaders, or any such object), its ``prepare_data()`` (on rank 0) and
+    ``setup(stage)`` run, and its loaders for the stage are returned: for "fit" the training
+    loader, and ``val_dataloader()`` unless ``validation_data`` is given; for "test"
+    ``test_dataloader()``, else ``val_dataloader()``. Anything else is returned as it is.
+    """
+    from torchcallbacks.lightning import user_method
+
+    if isinstance(x, DataLoader | Dataset) or is_array_like(x):
+        return x, validation_data
+    loaders = {name: user_method(x, name) for name in _DATA_MODULE_LOADERS}
+    if not any(loaders.values()):
+        return x, validation_data
+    wanted = {
+        "fit": ["train_dataloader"],
+        "test": ["test_dataloader", "val_dataloader"],
+        "predict": ["predict_dataloader"],
+    }[stage]
+    name = next((n for n in wanted if loaders[n] is not None), None)
+    if name is None:
+        raise ValueError(
+            f"{type(x).__name__} is used as a data module, but defines no "
+            f"{' or '.join(f'{n}()' for n in wanted)}, which {_VERB[stage]} needs; define it, "
+            "or pass a DataLoader."
+        )
+    prepare = user_method(x, "prepare_data")
+    if prepare is not None:
+        if distributed.rank() == 0:
+            prepare()
+        if distributed.is_active():
+            torch.distributed.barrier()  # every rank waits for rank 0's downloads
+    setup = user_method(x, "setup")
+    if setup is not None:
+        setup("validate" if name == "val_dataloader" else stage)
+    data = loaders[name]()
+    if stage == "fit" and validation_data is None and loaders["val_dataloader"] is not None:
+        validation_data = loaders["val_dataloader"]()
+    return data, validation_data
+
+
+_VERB = {"fit": "fit", "test": "evaluate", "predict": "predict"}

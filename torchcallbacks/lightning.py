@@ -9,7 +9,10 @@ a real ``lightning.LightningModule`` works as it is (Lightning is never imported
 
 from __future__ import annotations
 
+import functools
 import numbers
+import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -23,8 +26,6 @@ from torchcallbacks.steps import ObjectiveSteps
 
 if TYPE_CHECKING:
     from torchcallbacks.trainer import Trainer
-
-_LIBRARY_PACKAGES = ("lightning", "pytorch_lightning", "torch")
 
 
 class _StepLog:
@@ -170,25 +171,162 @@ class _RoutedLog:
         self.name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _ACTIVE_LOG.get() is None and isinstance(
+            getattr(self.module, "_trainer", None), LightningTrainerView
+        ):
+            return None  # outside a step or hook of ours: nothing collects the value
         owner = LoggingMixin if _ACTIVE_LOG.get() is not None else type(self.module)
         return getattr(owner, self.name)(self.module, *args, **kwargs)
 
 
-def is_lightning_module(module: torch.nn.Module) -> bool:
+class LightningTrainerView:
+    """What a LightningModule reads as ``self.trainer`` under torchcallbacks' `Trainer`.
+
+    Lightning's names that have a meaning here: ``current_epoch``, ``global_step``,
+    ``max_epochs``, ``global_rank``, ``local_rank``, ``world_size``, ``is_global_zero``,
+    ``optimizers``, ``training``/``validating``/``testing``/``predicting``,
+    ``sanity_checking`` (always False), ``should_stop`` (set it to stop `fit`), ``logger``
+    (None), ``loggers`` ([]), ``model`` (the module), ``callback_metrics`` (the latest epoch
+    logs). Any other attribute is read from (and written to) the `Trainer` itself.
+    """
+
+    sanity_checking = False
+    logger = None
+    _OWN = frozenset({"_trainer", "stage", "max_epochs", "callback_metrics", "loggers"})
+
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+        self.stage: str | None = None  # "train", "validate", "test" or "predict"
+        self.max_epochs: int | None = None
+        self.callback_metrics: dict[str, Any] = {}
+        self.loggers: list[Any] = []
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._OWN or isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)
+        else:  # self.trainer.stop_training = True reaches the Trainer
+            setattr(self._trainer, name, value)
+
+    @property
+    def should_stop(self) -> bool:
+        """Lightning's name for `Trainer.stop_training`: set it to end `fit` after this epoch."""
+        return self._trainer.stop_training
+
+    @should_stop.setter
+    def should_stop(self, value: bool) -> None:
+        self._trainer.stop_training = value
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return getattr(self._trainer, name)
+        except AttributeError:
+            raise AttributeError(
+                f"self.trainer.{name} is a lightning.Trainer attribute that torchcallbacks' "
+                "Trainer does not have; see the Lightning migration guide for what "
+                "self.trainer offers."
+            ) from None
+
+    @property
+    def current_epoch(self) -> int:
+        return self._trainer.current_epoch
+
+    @property
+    def global_step(self) -> int:
+        return self._trainer.global_step
+
+    @property
+    def global_rank(self) -> int:
+        return self._trainer.rank
+
+    @property
+    def local_rank(self) -> int:
+        return int(os.environ.get("LOCAL_RANK", 0))
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self._trainer.is_main_process
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        optimizer = self._trainer.optimizer
+        return [] if optimizer is None else [optimizer]
+
+    @property
+    def strategy(self) -> Any:
+        """Enough of Lightning's strategy for ``LightningModule.optimizers()``."""
+        return _StrategyView(self.optimizers)
+
+    @property
+    def training(self) -> bool:
+        return self.stage == "train"
+
+    @property
+    def validating(self) -> bool:
+        return self.stage == "validate"
+
+    @property
+    def testing(self) -> bool:
+        return self.stage == "test"
+
+    @property
+    def predicting(self) -> bool:
+        return self.stage == "predict"
+
+
+class _StrategyView:
+    __slots__ = ("_lightning_optimizers",)
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self._lightning_optimizers = optimizers
+
+
+_LIGHTNING_BASES = {
+    "lightning.pytorch.core.module.LightningModule",
+    "lightning.pytorch.core.datamodule.LightningDataModule",
+    "pytorch_lightning.core.module.LightningModule",
+    "pytorch_lightning.core.datamodule.LightningDataModule",
+}
+
+
+def _is_lightning_base(cls: type) -> bool:
+    """Lightning's own ``LightningModule``/``LightningDataModule``: by identity when Lightning
+    is loaded (a subclass of it can only exist then), else by qualified name."""
+    for package in ("lightning.pytorch", "pytorch_lightning"):
+        loaded = sys.modules.get(package)
+        if loaded is not None and cls in (loaded.LightningModule, loaded.LightningDataModule):
+            return True
+    return f"{cls.__module__}.{cls.__qualname__}" in _LIGHTNING_BASES
+
+
+@functools.lru_cache(maxsize=256)
+def _library_classes(owner: type) -> frozenset[type]:
+    """The classes of ``owner``'s MRO whose methods are library stubs, not the user's: torch's
+    ``nn.Module``, `LoggingMixin`, and Lightning's base classes with everything they inherit.
+    Every other class counts as the user's, whatever package it comes from (Lightning's demo
+    modules included)."""
+    library: set[type] = {object, LoggingMixin, *torch.nn.Module.__mro__}
+    for cls in owner.__mro__:
+        if _is_lightning_base(cls):
+            library.update(cls.__mro__)
+    return frozenset(library)
+
+
+def is_lightning_module(module: Any) -> bool:
     """Whether ``module`` is a ``lightning`` / ``pytorch_lightning`` LightningModule."""
-    return any(
-        cls.__name__ == "LightningModule" and cls.__module__.split(".")[0] in _LIBRARY_PACKAGES
-        for cls in type(module).__mro__
-    )
+    classes = type(module).__mro__
+    return any(cls.__name__ == "LightningModule" and _is_lightning_base(cls) for cls in classes)
 
 
-def _user_method(module: torch.nn.Module, name: str) -> Callable[..., Any] | None:
-    """``module.<name>`` when the user's class defines it (not Lightning's or torch's stub)."""
-    for cls in type(module).__mro__:
+def user_method(obj: Any, name: str) -> Callable[..., Any] | None:
+    """``obj.<name>`` when its class or a user-level ancestor defines it; None when only
+    Lightning's or torch's base classes do (their stubs do nothing or raise)."""
+    owner = type(obj)
+    library = _library_classes(owner)
+    for cls in owner.__mro__:
         if name in vars(cls):
-            if cls is LoggingMixin or cls.__module__.split(".")[0] in _LIBRARY_PACKAGES:
-                return None
-            return getattr(module, name)
+            return None if cls in library else getattr(obj, name)
     return None
 
 
@@ -201,9 +339,12 @@ class LoggedTracker:
     are reset with the tracker. Keys keep the order in which they were first logged.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, epoch_end: Callable[[], list] | None = None) -> None:
         self.device = device
         self.series: dict[str, _Series] = {}
+        # Called when the epoch's logs are read (``logs(reduce)``): what the module logs in
+        # its epoch-end hook joins the epoch's values before they are reduced.
+        self.epoch_end = epoch_end
 
     def reset(self) -> None:
         for series in self.series.values():
@@ -229,6 +370,8 @@ class LoggedTracker:
                 series.total, series.weight = value, 1.0
 
     def logs(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+        if reduce is not None and self.epoch_end is not None:
+            self.update(self.epoch_end(), 1)
         names, totals, weights = [], [], []
         for name, series in self.series.items():
             if series.metric is not None:
@@ -422,22 +565,47 @@ class LightningSteps(ObjectiveSteps):
                 "under DistributedDataParallel that would skip gradient synchronisation. Use "
                 "loss= with the module's forward for distributed training."
             )
+        self.view = LightningTrainerView(trainer)
         if is_lightning_module(module):
             module.log = _RoutedLog(module, "log")
             module.log_dict = _RoutedLog(module, "log_dict")
+            module.trainer = self.view  # before configure_optimizers, which may read it
         self.module = module
         self.schedulers: list[LearningRateScheduler] = []
-        if trainer.optimizer is None and _user_method(module, "configure_optimizers"):
+        if trainer.optimizer is None and user_method(module, "configure_optimizers"):
             trainer.optimizer, self.schedulers = configure_optimizers(module)
-        self.validation_step = _user_method(module, "validation_step")
-        self.test_step = _user_method(module, "test_step") or self.validation_step
-        self.predict_step = _user_method(module, "predict_step")
+        self.validation_step = user_method(module, "validation_step")
+        self.test_step = user_method(module, "test_step")
+        # evaluate runs test_step with the test hooks, else validation_step with the
+        # validation hooks (Lightning's trainer.test / trainer.validate)
+        self.test_stage = "test" if self.test_step is not None else "validation"
+        self.test_step = self.test_step or self.validation_step
+        self.predict_step = user_method(module, "predict_step")
+        self.pending_epoch_end: str | None = None  # the evaluation epoch-end hook to run
 
     def tracker(self) -> LoggedTracker:
-        return LoggedTracker(self.trainer.device)
+        return LoggedTracker(self.trainer.device, epoch_end=self._evaluation_epoch_end)
 
-    def callbacks(self) -> list[Callback]:
-        return list(self.schedulers)
+    def callbacks(self, training: bool) -> list[Callback]:
+        hooks = _ModuleHooks(self, training)
+        return [hooks, *self.schedulers] if training else [hooks]
+
+    def run_hook(self, name: str) -> list[tuple[str, Any, bool, bool, int | None]]:
+        """Call the module's hook ``name`` when the user defines it; what it logs."""
+        hook = user_method(self.module, name)
+        if hook is None:
+            return []
+        log = _StepLog(on_step=False, on_epoch=True)
+        token = _ACTIVE_LOG.set(log)
+        try:
+            hook()
+        finally:
+            _ACTIVE_LOG.reset(token)
+        return log.entries
+
+    def _evaluation_epoch_end(self) -> list[tuple[str, Any, bool, bool, int | None]]:
+        name, self.pending_epoch_end = self.pending_epoch_end, None
+        return [] if name is None else self.run_hook(name)
 
     def validation_logs(self, logs: Mapping[str, Any]) -> dict[str, Any]:
         return dict(logs)
@@ -489,6 +657,78 @@ class LightningSteps(ObjectiveSteps):
         if _is_pair(batch) and batch[1] is None:  # in-memory inputs without targets
             batch = batch[0]
         return self._call(self.predict_step, None, batch, batch_index)
+
+
+class _ModuleHooks(Callback):
+    """Calls the LightningModule's own hooks at the matching events of `fit`, `evaluate`
+    and `predict`, in Lightning's order relative to the loop. Values the module logs in
+    ``on_train_epoch_end`` join the epoch logs (after validation, as in Lightning); those
+    logged in ``on_validation_epoch_end``/``on_test_epoch_end`` join the evaluation's."""
+
+    def __init__(self, steps: LightningSteps, training: bool) -> None:
+        super().__init__()
+        self.steps = steps
+        self.training = training
+        self.view = steps.view
+
+    def _evaluation_stage(self) -> str:
+        return "validation" if self.training else self.steps.test_stage
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.view.stage = "train"
+        self.view.max_epochs = (self.params or {}).get("epochs")
+        self.steps.run_hook("on_fit_start")
+        self.steps.run_hook("on_train_start")
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.view.stage = "train"
+        self.steps.run_hook("on_train_epoch_start")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.view.stage = "train"
+        entries = self.steps.run_hook("on_train_epoch_end")
+        if logs is not None:
+            logs.update(_epoch_values(entries))  # the dict every later callback receives
+            self.view.callback_metrics = dict(logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.steps.run_hook("on_train_end")
+        self.steps.run_hook("on_fit_end")
+        self.view.stage = None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        stage = self._evaluation_stage()
+        self.view.stage = "validate" if stage == "validation" else "test"
+        self.steps.run_hook(f"on_{stage}_start")
+        self.steps.run_hook(f"on_{stage}_epoch_start")
+        self.steps.pending_epoch_end = f"on_{stage}_epoch_end"
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self.steps.pending_epoch_end = None
+        self.steps.run_hook(f"on_{self._evaluation_stage()}_end")
+        self.view.stage = "train" if self.training else None
+
+    def on_predict_begin(self, logs: dict | None = None) -> None:
+        self.view.stage = "predict"
+        self.steps.run_hook("on_predict_start")
+        self.steps.run_hook("on_predict_epoch_start")
+
+    def on_predict_end(self, logs: dict | None = None) -> None:
+        self.steps.run_hook("on_predict_epoch_end")
+        self.steps.run_hook("on_predict_end")
+        self.view.stage = None
+
+
+def _epoch_values(entries: list[tuple[str, Any, bool, bool, int | None]]) -> dict[str, Any]:
+    """Floats of what an epoch-end hook logged (metric objects: their ``compute()``)."""
+    values: dict[str, Any] = {}
+    for name, value, *_ in entries:
+        if isinstance(value, torch.Tensor | float):
+            values[name] = to_float(value)
+        else:  # a metric object: read, then reset for the next epoch (as Lightning does)
+            values[name] = to_float(value.compute())
+            value.reset()
+    return values
 
 
 def _loggable(name: str, value: Any) -> Any:

@@ -73,6 +73,9 @@ def sparse_categorical_crossentropy(y_pred: torch.Tensor, y_true: torch.Tensor) 
 
 def cross_entropy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     # torch checks the shapes itself; its error is reported with both shapes by the caller.
+    # Class indices of any integer dtype (int32 from NumPy or pandas, uint8) become int64.
+    if y_true.dtype is not torch.int64 and not y_true.is_floating_point():
+        y_true = y_true.long()
     return F.cross_entropy(y_pred, y_true)
 
 

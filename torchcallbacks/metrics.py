@@ -42,7 +42,11 @@ METRICS: dict[str, MetricFn] = {"accuracy": accuracy, "acc": accuracy, "mae": ma
 
 
 def _snake_case(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """Keras's ``to_snake_case``: ``MulticlassAUROC`` -> ``multiclass_auroc``,
+    ``F1Score`` -> ``f1_score``, ``MeanSquaredError`` -> ``mean_squared_error``."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def metric_name(metric: Any) -> str:

@@ -2,7 +2,9 @@
 
 `ObjectiveSteps` is the default strategy (forward on the inputs, score with the Trainer's
 ``loss``/``metrics``); `torchcallbacks.lightning.LightningSteps` overrides it for modules
-that define ``training_step``.
+that define ``training_step``, and `torchcallbacks.own_loss.OwnLossSteps` for modules that
+return their own loss (HuggingFace models). `steps_for` picks one: a new kind of model plugs
+in here, never in the loop.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback
 from torchcallbacks.metrics import MetricTracker
+from torchcallbacks.outputs import prediction_of, scored_output
 
 if TYPE_CHECKING:
     from torchcallbacks.trainer import Trainer
@@ -30,32 +33,39 @@ class ObjectiveSteps:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.objective = trainer.objective
+        self.input_dtype = _floating_dtype(trainer.model)
 
     def tracker(self) -> MetricTracker:
         """A new epoch accumulator for the values the batch methods return."""
         return MetricTracker(self.objective)
 
-    def callbacks(self) -> list[Callback]:
-        """Callbacks `fit` runs before the user's (none here)."""
+    def callbacks(self, training: bool) -> list[Callback]:
+        """Callbacks run before the user's, in `fit` (``training``) or `evaluate`/`predict`
+        (none here)."""
         return []
 
     def validation_logs(self, logs: Mapping[str, Any]) -> dict[str, Any]:
         """Validation results as epoch-log entries (Keras's ``val_`` prefix)."""
         return {f"val_{k}": v for k, v in logs.items()}
 
-    def forward(self, inputs: Any) -> Any:
-        """Run the module: ``module(x)``, ``module(*inputs)`` or ``module(**inputs)``."""
+    def forward(self, inputs: Any, **extra: Any) -> Any:
+        """Run the module: ``module(x)``, ``module(*inputs)`` or ``module(**inputs)``, with
+        floating inputs in the dtype of the module's floating parameters."""
         trainer = self.trainer
         module = trainer._module
         if trainer.channels_last:
             inputs = _channels_last(inputs)
         if isinstance(inputs, torch.Tensor):
-            return module(inputs)
+            dtype = self.input_dtype
+            if inputs.dtype is not dtype and inputs.is_floating_point() and dtype is not None:
+                inputs = inputs.to(dtype)
+            return module(inputs, **extra)
+        inputs = cast_floating(inputs, self.input_dtype)
         if isinstance(inputs, Mapping):
-            return module(**inputs)
+            return module(**inputs, **extra)
         if isinstance(inputs, tuple | list):
-            return module(*inputs)
-        return module(inputs)
+            return module(*inputs, **extra)
+        return module(inputs, **extra)
 
     def compute(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
         """Loss, tracker values and outputs, under autocast when mixed precision is on."""
@@ -67,6 +77,9 @@ class ObjectiveSteps:
 
     def _score(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
         outputs = self.forward(inputs)
+        if not isinstance(outputs, torch.Tensor):
+            objective = self.objective
+            outputs = scored_output(outputs, targets, objective.loss_spec, objective.metric_spec)
         if self.objective.heads is None:
             self.objective.build(outputs)
         loss, values = self.objective(outputs, targets)
@@ -96,19 +109,63 @@ class ObjectiveSteps:
     def predict_batch(self, batch: Any, batch_index: int) -> Any:
         dtype = self.trainer._autocast_dtype
         if dtype is None:
-            return self.forward(_predict_inputs(batch))
+            return prediction_of(self.forward(_predict_inputs(batch)))
         with torch.autocast(self.trainer.device.type, dtype=dtype):
-            return self.forward(_predict_inputs(batch))
+            return prediction_of(self.forward(_predict_inputs(batch)))
+
+
+def steps_for(trainer: Trainer) -> ObjectiveSteps:
+    """The batch strategy for the trainer's module and loss.
+
+    With ``loss=``: `ObjectiveSteps`. Without: `LightningSteps` when the module defines
+    ``training_step``, else `OwnLossSteps` (the module returns its own loss).
+    """
+    if trainer.objective.loss_spec is not None:
+        return ObjectiveSteps(trainer)
+    from torchcallbacks.lightning import LightningSteps, user_method
+
+    if user_method(trainer.model, "training_step") is not None:
+        return LightningSteps(trainer)
+    from torchcallbacks.own_loss import OwnLossSteps
+
+    return OwnLossSteps(trainer)
 
 
 def split_batch(batch: Any) -> tuple[Any, Any]:
+    """``(inputs, targets)`` of a batch: a pair, or a dict whose ``labels`` are the targets
+    (HuggingFace's collators) and whose other keys are the inputs."""
     if isinstance(batch, tuple | list) and len(batch) == 2:
         return batch[0], batch[1]
+    if isinstance(batch, Mapping) and "labels" in batch:
+        return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
     length = f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
+    keys = f" with keys {sorted(batch)} and no 'labels'" if isinstance(batch, Mapping) else ""
     raise ValueError(
-        f"each batch must be an (inputs, targets) pair; got {type(batch).__name__}{length}. "
-        "Wrap single tensors as TensorDataset(x, y), or pass x and y to fit."
+        f"each batch must be an (inputs, targets) pair; got {type(batch).__name__}{length}"
+        f"{keys}. Wrap single tensors as TensorDataset(x, y), or pass x and y to fit; a dict "
+        "batch gives its targets under 'labels'."
     )
+
+
+def _floating_dtype(module: torch.nn.Module) -> torch.dtype | None:
+    """The dtype of the module's floating parameters (None when it has none)."""
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return None
+
+
+def cast_floating(inputs: Any, dtype: torch.dtype | None) -> Any:
+    """``inputs`` with floating tensors (inside tuples, lists and dicts too) cast to ``dtype``."""
+    if dtype is None:
+        return inputs
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(dtype) if inputs.is_floating_point() else inputs
+    if isinstance(inputs, Mapping):
+        return {k: cast_floating(v, dtype) for k, v in inputs.items()}
+    if isinstance(inputs, tuple | list):
+        return type(inputs)(cast_floating(v, dtype) for v in inputs)
+    return inputs
 
 
 def _predict_inputs(batch: Any) -> Any:

@@ -18,12 +18,18 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback, CallbackList, sanitize_logs
 from torchcallbacks.callbacks.history import History
-from torchcallbacks.data import LoaderBatches, TensorBatches, make_batches, split_validation
+from torchcallbacks.data import (
+    LoaderBatches,
+    TensorBatches,
+    from_data_module,
+    make_batches,
+    split_validation,
+)
 from torchcallbacks.metrics import Objective
 from torchcallbacks.optimizers import resolve_optimizer
 from torchcallbacks.resume_state import ResumeState
 from torchcallbacks.rng import set_rng_state
-from torchcallbacks.steps import ObjectiveSteps, concatenate_outputs
+from torchcallbacks.steps import ObjectiveSteps, concatenate_outputs, steps_for
 from torchcallbacks.utils import expected_sync, preserved_modes
 
 _PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -89,12 +95,7 @@ class Trainer:
             distributed.release_at_exit(self)
         self.optimizer = resolve_optimizer(optimizer, self.model.parameters())
         self.objective = Objective(loss, metrics)
-        if loss is None and callable(getattr(self.model, "training_step", None)):
-            from torchcallbacks.lightning import LightningSteps
-
-            self._steps: ObjectiveSteps = LightningSteps(self)
-        else:
-            self._steps = ObjectiveSteps(self)
+        self._steps: ObjectiveSteps = steps_for(self)
         self._train_tracker = self._steps.tracker()
         self._eval_tracker = self._steps.tracker()
         self._active_tracker = self._train_tracker  # the loop now running, for running_logs
@@ -200,6 +201,7 @@ class Trainer:
     ) -> History:
         """Train for ``epochs`` epochs and return the `History` of the epoch logs."""
         self._require_optimizer("fit")
+        x, validation_data = from_data_module(x, "fit", validation_data)
         if validation_split and validation_data is None:
             (x, y), validation_data = split_validation(x, y, validation_split)
         with expected_sync():  # once per fit: the seed, and in-memory data moved to the device
@@ -402,6 +404,7 @@ class Trainer:
         return_dict: bool = False,
     ) -> float | list[float] | dict[str, float]:
         """The loss (a float) without metrics, else ``[loss, *metrics]``, or a dict."""
+        x = from_data_module(x, "test")[0]
         with expected_sync():
             batches = make_batches(
                 x, y, batch_size, False, self.device, self.rank, self.world_size
@@ -461,6 +464,7 @@ class Trainer:
         callbacks: Sequence[Callback] | None = None,
     ) -> Any:
         """Outputs of every batch concatenated on the CPU (tensors, tuples or dicts)."""
+        x = from_data_module(x, "predict")[0]
         with expected_sync():
             batches = make_batches(
                 x, None, batch_size, False, self.device, self.rank, self.world_size
@@ -525,8 +529,7 @@ class Trainer:
             )
         if isinstance(callbacks, CallbackList):
             callbacks = callbacks.callbacks
-        if training:
-            callbacks = [*self._steps.callbacks(), *(callbacks or [])]
+        callbacks = [*self._steps.callbacks(training), *(callbacks or [])]
         show_progress = verbose != 0 and self.is_main_process
         return CallbackList(
             callbacks,

@@ -8,9 +8,10 @@ Keras 3 semantics, with this project's ``auto`` rule:
   object of the trainer with that name that declares its direction (torchmetrics'
   ``higher_is_better``, or ``direction``/``_direction`` = ``"up"``/``"down"``/``"max"``/
   ``"min"``) decides; otherwise the name with one leading ``val_`` removed is matched: ``max``
-  when it contains ``acc``, ``auc``, ``precision``, ``recall``, ``f1``, ``fmeasure``, ``iou``
-  or ``dice`` (checked first), ``min`` when it contains ``loss``, ``error``, ``mae``, ``mse``,
-  ``rmse``, ``crossentropy`` or ``perplexity``; any other name raises a ``ValueError``.
+  when it contains ``acc``, ``auc``, ``auroc``, ``precision``, ``recall``, ``f1``, ``fmeasure``,
+  ``iou`` or ``dice`` (checked first), ``min`` when it contains ``loss``, ``error``, ``mae``,
+  ``mse``, ``rmse``, ``crossentropy`` or ``perplexity``; any other name raises a
+  ``ValueError``.
 - ``min_delta`` is kept as ``abs(min_delta)`` and made negative once the mode is ``min``.
 - An improvement is strict: ``value - min_delta < reference`` (min) or ``> reference`` (max),
   compared in float32 as Keras's backend ops do; a ``None`` reference is always beaten, and NaN
@@ -27,7 +28,7 @@ import numpy as np
 
 from torchcallbacks.callbacks.base import Callback
 
-_MAX_NAMES = ("acc", "auc", "precision", "recall", "f1", "fmeasure", "iou", "dice")
+_MAX_NAMES = ("acc", "auc", "auroc", "precision", "recall", "f1", "fmeasure", "iou", "dice")
 _MIN_NAMES = ("loss", "error", "mae", "mse", "rmse", "crossentropy", "perplexity")
 _DIRECTIONS = {"up": "max", "max": "max", "down": "min", "min": "min"}
 

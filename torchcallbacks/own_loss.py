@@ -1,0 +1,131 @@
+"""Modules that compute their own loss, HuggingFace style.
+
+Chosen by ``Trainer(model)`` when no ``loss`` is given and the module defines no
+``training_step``. The module is called with the batch's inputs and labels, and the
+``loss`` it returns (a ``ModelOutput`` attribute, or a ``"loss"`` key) is trained on::
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    model = BertForSequenceClassification(BertConfig(...))
+    trainer = Trainer(model, optimizer=torch.optim.AdamW(model.parameters(), lr=5e-5),
+                      metrics=["accuracy"])
+    trainer.fit(train_loader, validation_data=val_loader, epochs=3)  # dict batches
+    logits = trainer.predict(test_loader)
+
+Batches: a dict (``{"input_ids", "attention_mask", "labels"}``, as HuggingFace's collators
+make) is passed as keyword arguments, ``model(**batch)``; an ``(inputs, labels)`` pair
+(``fit(x, y)``) as ``model(**inputs, labels=labels)`` (or ``model(inputs, labels=labels)``).
+Metrics given to the Trainer score the output's logits against the labels; `predict`
+returns the logits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from torchcallbacks.metrics import Objective
+from torchcallbacks.outputs import describe, logits_of, prediction_of, returned_loss
+from torchcallbacks.steps import ObjectiveSteps, batch_size
+
+if TYPE_CHECKING:
+    from torchcallbacks.trainer import Trainer
+
+
+class OwnLossSteps(ObjectiveSteps):
+    """The `Trainer`'s batch strategy for modules that return their own loss."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(trainer)
+        # The loss term of the objective is the module's own loss for the current batch;
+        # metrics are scored as usual, on the logits.
+        self.objective = trainer.objective = Objective(
+            self._batch_loss, trainer.objective.metric_spec
+        )
+        self._loss: torch.Tensor | None = None
+        self.takes_labels = _takes_labels(trainer.model)
+
+    def _batch_loss(self, logits: Any, labels: Any) -> torch.Tensor:
+        return self._loss  # type: ignore[return-value]
+
+    def _split(self, batch: Any) -> tuple[Any, Any]:
+        """``(inputs with the labels, labels)`` of a batch."""
+        if isinstance(batch, Mapping):
+            return batch, batch.get("labels")
+        if isinstance(batch, tuple | list) and len(batch) == 2:
+            inputs, labels = batch
+            if labels is not None and not self.takes_labels:
+                labels = None  # a plain module given no loss=: the error below says so
+            if labels is not None and isinstance(inputs, Mapping):
+                return {**inputs, "labels": labels}, labels
+            return (inputs, labels), labels
+        return batch, None
+
+    def _run(self, inputs: Any) -> Any:
+        if isinstance(inputs, tuple):  # (inputs, labels) with non-dict inputs
+            inputs, labels = inputs
+            if labels is not None:
+                return self.forward(inputs, labels=labels)
+        return self.forward(inputs)
+
+    def _score(self, inputs: Any, labels: Any) -> tuple[torch.Tensor, list, Any]:
+        output = self._run(inputs)
+        loss = returned_loss(output)
+        if loss is None:
+            raise ValueError(
+                "No loss given: pass loss= to Trainer (a Keras name such as 'mse', an "
+                "nn.Module, or a callable (y_pred, y_true) -> scalar tensor). Without loss=, "
+                f"the module must return its own loss (a `loss` attribute or key, as "
+                f"HuggingFace models do when the batch has labels); it returned {describe(output)}."
+            )
+        logits = logits_of(output)
+        if self.objective.names[1:] and (logits is None or labels is None):
+            raise ValueError(
+                "metrics= needs the output's logits and the batch's labels; the module "
+                f"returned {describe(output)} and the batch has "
+                f"{'no labels' if labels is None else 'labels'}. Put the labels in the batch "
+                "(a 'labels' key, or y=) and return logits."
+            )
+        self._loss = loss
+        total, values = self.objective(logits, labels)
+        return total, values, logits
+
+    def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
+        inputs, labels = self._split(batch)
+        trainer = self.trainer
+        if trainer.example_batch_inputs is None:
+            trainer.example_batch_inputs = batch if isinstance(batch, Mapping) else batch[0]
+        loss, values, logits = self.compute(inputs, labels)
+        if self.objective.stateful:
+            self.objective.update_stateful(logits, labels)
+        return loss, values, batch_size(labels if labels is not None else inputs)
+
+    def eval_batch(self, batch: Any, batch_index: int) -> tuple[list, int]:
+        inputs, labels = self._split(batch)
+        _, values, logits = self.compute(inputs, labels)
+        if self.objective.stateful:
+            self.objective.update_stateful(logits, labels)
+        return values, batch_size(labels if labels is not None else inputs)
+
+    test_batch = eval_batch
+
+    def predict_batch(self, batch: Any, batch_index: int) -> Any:
+        if not isinstance(batch, Mapping):
+            return super().predict_batch(batch, batch_index)
+        dtype = self.trainer._autocast_dtype
+        if dtype is None:
+            return prediction_of(self.forward(batch))
+        with torch.autocast(self.trainer.device.type, dtype=dtype):
+            return prediction_of(self.forward(batch))
+
+
+def _takes_labels(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s forward accepts a ``labels`` keyword (HuggingFace models do)."""
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: try it
+        return True
+    return any(p.name == "labels" or p.kind is p.VAR_KEYWORD for p in parameters)
