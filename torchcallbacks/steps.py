@@ -15,6 +15,7 @@ import torch
 from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback
 from torchcallbacks.metrics import MetricTracker
+from torchcallbacks.weighting import ClassWeights
 
 if TYPE_CHECKING:
     from torchcallbacks.trainer import Trainer
@@ -57,38 +58,40 @@ class ObjectiveSteps:
             return module(*inputs)
         return module(inputs)
 
-    def compute(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
+    def compute(
+        self, inputs: Any, targets: Any, weights: Any = None
+    ) -> tuple[torch.Tensor, list, Any]:
         """Loss, tracker values and outputs, under autocast when mixed precision is on."""
         dtype = self.trainer._autocast_dtype
         if dtype is None:
-            return self._score(inputs, targets)
+            return self._score(inputs, targets, weights)
         with torch.autocast(self.trainer.device.type, dtype=dtype):
-            return self._score(inputs, targets)
+            return self._score(inputs, targets, weights)
 
-    def _score(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
+    def _score(self, inputs: Any, targets: Any, weights: Any) -> tuple[torch.Tensor, list, Any]:
         outputs = self.forward(inputs)
         if self.objective.heads is None:
             self.objective.build(outputs)
-        loss, values = self.objective(outputs, targets)
+        loss, values = self.objective(outputs, targets, weights)
         return loss, values, outputs
 
     def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
         """The loss to backpropagate, the values for the tracker and the batch size."""
-        inputs, targets = split_batch(batch)
         trainer = self.trainer
+        inputs, targets, weights = split_weighted_batch(batch, trainer.class_weights)
         if trainer.example_batch_inputs is None:
             trainer.example_batch_inputs = inputs
-        loss, values, outputs = self.compute(inputs, targets)
+        loss, values, outputs = self.compute(inputs, targets, weights)
         if self.objective.stateful:
-            self.objective.update_stateful(outputs, targets)
+            self.objective.update_stateful(outputs, targets, weights)
         return loss, values, batch_size(targets)
 
     def eval_batch(self, batch: Any, batch_index: int) -> tuple[list, int]:
         """Values and batch size of a validation batch (under ``no_grad``)."""
-        inputs, targets = split_batch(batch)
-        _, values, outputs = self.compute(inputs, targets)
+        inputs, targets, weights = split_weighted_batch(batch)
+        _, values, outputs = self.compute(inputs, targets, weights)
         if self.objective.stateful:
-            self.objective.update_stateful(outputs, targets)
+            self.objective.update_stateful(outputs, targets, weights)
         return values, batch_size(targets)
 
     test_batch = eval_batch  # `evaluate`'s batches: the same computation here
@@ -106,13 +109,33 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
         return batch[0], batch[1]
     length = f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
     raise ValueError(
-        f"each batch must be an (inputs, targets) pair; got {type(batch).__name__}{length}. "
+        "each batch must be an (inputs, targets) pair or (inputs, targets, sample_weight); "
+        f"got {type(batch).__name__}{length}. "
         "Wrap single tensors as TensorDataset(x, y), or pass x and y to fit."
     )
 
 
+def split_weighted_batch(
+    batch: Any, class_weights: ClassWeights | None = None
+) -> tuple[Any, Any, Any]:
+    """``(inputs, targets, sample_weight)`` of an ``(x, y)`` or ``(x, y, sample_weight)``
+    batch; with ``class_weights`` the weights come from the targets' classes (training)."""
+    if isinstance(batch, tuple | list) and len(batch) == 3:
+        inputs, targets, weights = batch
+    else:
+        (inputs, targets), weights = split_batch(batch), None
+    if class_weights is not None:
+        if weights is not None:
+            raise ValueError(
+                "You cannot `class_weight` and `sample_weight` at the same time: the batches "
+                "already carry sample weights."
+            )
+        weights = class_weights(targets)
+    return inputs, targets, weights
+
+
 def _predict_inputs(batch: Any) -> Any:
-    if isinstance(batch, tuple | list) and len(batch) in (1, 2):
+    if isinstance(batch, tuple | list) and len(batch) in (1, 2, 3):
         return batch[0]
     return batch
 
