@@ -193,6 +193,8 @@ class Loss:
     is the same), ``"sum"`` or ``"mean_with_sample_weight"``.
     """
 
+    default_name = "loss"
+
     def __init__(self, reduction: str = "sum_over_batch_size", name: str | None = None) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(
@@ -200,7 +202,7 @@ class Loss:
                 f"Received: reduction={reduction}"
             )
         self.reduction = reduction
-        self.name = name or type(self).__name__
+        self.name = name or self.default_name
 
     def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -220,10 +222,7 @@ class Loss:
 class MeanSquaredError(Loss):
     """Keras's ``MeanSquaredError``: ``Trainer(model, loss=MeanSquaredError(reduction="sum"))``."""
 
-    def __init__(
-        self, reduction: str = "sum_over_batch_size", name: str = "mean_squared_error"
-    ) -> None:
-        super().__init__(reduction, name)
+    default_name = "mean_squared_error"
 
     def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         return _per_sample(mean_squared_error(y_pred, y_true, reduction="none"))
@@ -232,10 +231,7 @@ class MeanSquaredError(Loss):
 class MeanAbsoluteError(Loss):
     """Keras's ``MeanAbsoluteError``."""
 
-    def __init__(
-        self, reduction: str = "sum_over_batch_size", name: str = "mean_absolute_error"
-    ) -> None:
-        super().__init__(reduction, name)
+    default_name = "mean_absolute_error"
 
     def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         return _per_sample(mean_absolute_error(y_pred, y_true, reduction="none"))
@@ -246,8 +242,13 @@ class _ProbabilityLoss(Loss):
 
     function: Callable[..., torch.Tensor]  # the loss on probabilities
 
-    def __init__(self, from_logits: bool, reduction: str, name: str) -> None:
-        super().__init__(reduction, name)
+    def __init__(
+        self,
+        from_logits: bool = False,
+        reduction: str = "sum_over_batch_size",
+        name: str | None = None,
+    ) -> None:
+        super().__init__(reduction, name or self.function.__name__)
         self.from_logits = from_logits
 
     def __repr__(self) -> str:
@@ -266,14 +267,6 @@ class BinaryCrossentropy(_ProbabilityLoss):
 
     function = staticmethod(binary_crossentropy)
 
-    def __init__(
-        self,
-        from_logits: bool = False,
-        reduction: str = "sum_over_batch_size",
-        name: str = "binary_crossentropy",
-    ) -> None:
-        super().__init__(from_logits, reduction, name)
-
     def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         if not self.from_logits:
             return _per_sample(self.function(y_pred, y_true, reduction="none"))
@@ -290,14 +283,6 @@ class CategoricalCrossentropy(_ProbabilityLoss):
 
     function = staticmethod(categorical_crossentropy)
 
-    def __init__(
-        self,
-        from_logits: bool = False,
-        reduction: str = "sum_over_batch_size",
-        name: str = "categorical_crossentropy",
-    ) -> None:
-        super().__init__(from_logits, reduction, name)
-
     def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         if not self.from_logits:
             return self.function(y_pred, y_true, reduction="none")
@@ -311,14 +296,6 @@ class SparseCategoricalCrossentropy(_ProbabilityLoss):
     ``loss="cross_entropy"``."""
 
     function = staticmethod(sparse_categorical_crossentropy)
-
-    def __init__(
-        self,
-        from_logits: bool = False,
-        reduction: str = "sum_over_batch_size",
-        name: str = "sparse_categorical_crossentropy",
-    ) -> None:
-        super().__init__(from_logits, reduction, name)
 
     def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         if not self.from_logits:
