@@ -41,6 +41,8 @@ def test_weighted_loss_divides_by_the_number_of_samples_not_the_weights():
     # (1*1 + 2*1 + 0.5*1 + 0*1 + 3*9) / 5 = 30.5 / 5
     assert loss == pytest.approx(6.1)
     assert loss != pytest.approx(30.5 / float(W.sum()))
+    as_list = trainer.evaluate(X, Y, sample_weight=W.tolist(), batch_size=5, verbose=0)
+    assert as_list == pytest.approx(6.1)
     assert trainer.evaluate(X, Y, batch_size=5, verbose=0) == pytest.approx(13 / 5)
 
 
@@ -240,6 +242,8 @@ def test_weighting_errors_name_the_problem():
         trainer.fit(X, Y, class_weight={"cat": 2.0}, verbose=0)
     with pytest.raises(ValueError, match="same first dimension"):
         trainer.fit(X, Y, sample_weight=W[:3], verbose=0)
+    with pytest.raises(ValueError, match="sample_weight needs targets"):
+        trainer.evaluate(X, sample_weight=W, verbose=0)
     scalar_loss = Trainer(fixed_model(), "sgd", loss=lambda p, t: ((p - t) ** 2).mean())
     with pytest.raises(ValueError, match="one value per sample"):
         scalar_loss.fit(X, Y, sample_weight=W, verbose=0)

@@ -46,6 +46,13 @@ def _to_tensor(value: Any) -> Any:
     raise TypeError(f"expected a tensor or NumPy array, got {type(value).__name__}")
 
 
+def as_weights(sample_weight: Any) -> torch.Tensor:
+    """Sample weights (a tensor, NumPy array or list of numbers) as a float tensor."""
+    if isinstance(sample_weight, list | tuple):
+        sample_weight = np.asarray(sample_weight, dtype=np.float32)
+    return _to_tensor(sample_weight).float()
+
+
 def _leaves(structure: Any) -> list[torch.Tensor]:
     if isinstance(structure, Mapping):
         return [t for v in structure.values() for t in _leaves(v)]
@@ -102,7 +109,9 @@ class TensorBatches:
     ) -> None:
         self.structure: tuple[Any, ...] = (_to_tensor(x), None if y is None else _to_tensor(y))
         if sample_weight is not None:
-            self.structure += (_to_tensor(sample_weight).float(),)
+            if y is None:
+                raise ValueError("sample_weight needs targets: pass y as well.")
+            self.structure += (as_weights(sample_weight),)
         tensors = [t for part in self.structure if part is not None for t in _leaves(part)]
         lengths = {len(t) for t in tensors}
         if len(lengths) != 1:
@@ -361,7 +370,7 @@ def split_validation(
         raise ValueError(f"validation_split must be in (0, 1), got {fraction}")
     if is_array_like(x):
         x, y = _to_tensor(x), None if y is None else _to_tensor(y)
-        sample_weight = None if sample_weight is None else _to_tensor(sample_weight)
+        sample_weight = None if sample_weight is None else as_weights(sample_weight)
         total = len(_leaves(x)[0])
         cut = int(total * (1.0 - fraction))
         if cut == 0 or cut == total:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from torchcallbacks import losses
-from torchcallbacks.data import _to_tensor, move_to_device
+from torchcallbacks.data import _to_tensor, as_weights, move_to_device
 
 
 class ClassWeights:
@@ -166,5 +166,5 @@ def batch_from_arrays(x: Any, y: Any, sample_weight: Any, device: torch.device) 
     ``(x, y)`` or ``(x, y, sample_weight)``."""
     batch = [_to_tensor(x), None if y is None else _to_tensor(y)]
     if sample_weight is not None:
-        batch.append(_to_tensor(sample_weight).float())
+        batch.append(as_weights(sample_weight))
     return move_to_device(tuple(batch), device)
