@@ -120,10 +120,14 @@ def split_weighted_batch(
 ) -> tuple[Any, Any, Any]:
     """``(inputs, targets, sample_weight)`` of an ``(x, y)`` or ``(x, y, sample_weight)``
     batch; with ``class_weights`` the weights come from the targets' classes (training)."""
-    if isinstance(batch, tuple | list) and len(batch) == 3:
+    size = len(batch) if isinstance(batch, tuple | list) else 0
+    if size == 2:
+        (inputs, targets), weights = batch, None
+    elif size == 3:
         inputs, targets, weights = batch
     else:
-        (inputs, targets), weights = split_batch(batch), None
+        inputs, targets = split_batch(batch)  # any other form, or the error for a bad one
+        weights = None
     if class_weights is not None:
         if weights is not None:
             raise ValueError(
