@@ -283,3 +283,36 @@ def test_weighted_logs_under_ddp_equal_a_single_process(tmp_path):
             for key, values in history.items():
                 assert np.allclose(ddp[part][key], values, rtol=1e-5), (part, key)
     assert "val_weighted_accuracy" in single["arrays"]
+
+
+class TwoHeads(torch.nn.Module):
+    """Returns its two input columns as two named outputs."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"a": x[:, :1], "b": x[:, 1:]}
+
+
+def test_one_sample_weight_weighs_every_output_of_a_multi_output_model():
+    outputs = torch.tensor([[1.0, 2.0], [3.0, 0.0], [0.0, 1.0]])
+    targets = {"a": torch.zeros(3, 1), "b": torch.zeros(3, 1)}
+    weights = torch.tensor([1.0, 0.0, 2.0])
+    trainer = Trainer(
+        TwoHeads(),
+        loss={"a": "mse", "b": "mae"},
+        metrics={"a": ["mae"]},
+        weighted_metrics={"a": ["mae"], "b": ["mse"]},
+        device="cpu",
+    )
+    logs = trainer.test_on_batch(outputs, targets, sample_weight=weights, return_dict=True)
+    a_loss, b_loss = (1 * 1 + 0 * 9 + 2 * 0) / 3, (1 * 2 + 0 * 0 + 2 * 1) / 3
+    assert logs == pytest.approx(
+        {
+            "loss": a_loss + b_loss,
+            "a_loss": a_loss,
+            "b_loss": b_loss,
+            "a_mae": 4 / 3,
+            "a_weighted_mae": 1 / 3,
+            "b_mse": (1 * 4 + 2 * 1) / 3,
+        }
+    )
+    assert list(logs) == ["loss", "a_loss", "b_loss", "a_mae", "a_weighted_mae", "b_mse"]
