@@ -135,14 +135,18 @@ def _history(x, y=None, **kwargs):
 
 def test_every_kind_of_input_gives_the_same_weighted_training():
     x, y, w = X, Y, W
-    reference = _history(x, y, sample_weight=w, batch_size=2)
+    reference = _history(x, y, sample_weight=w, batch_size=2, validation_data=(x, y, w))
     batches = [(x[i : i + 2], y[i : i + 2], w[i : i + 2]) for i in range(0, 5, 2)]
+    numpy = x.numpy(), y.numpy(), w.numpy()
+    dataset = TensorDataset(x, y, w)
+    loader = DataLoader(dataset, batch_size=2)
     runs = {
-        "numpy": _history(x.numpy(), y.numpy(), sample_weight=w.numpy(), batch_size=2),
-        "dataset": _history(TensorDataset(x, y, w), batch_size=2),
-        "dataloader": _history(DataLoader(TensorDataset(x, y, w), batch_size=2)),
-        "iterable": _history(batches),
+        "numpy": _history(*numpy[:2], sample_weight=numpy[2], batch_size=2, validation_data=numpy),
+        "dataset": _history(dataset, batch_size=2, validation_data=dataset),
+        "dataloader": _history(loader, validation_data=loader),
+        "iterable": _history(batches, validation_data=batches),
     }
+    assert "val_weighted_mae" in reference
     for name, history in runs.items():
         assert history.keys() == reference.keys(), name
         for key in reference:
