@@ -25,7 +25,7 @@ from torchcallbacks.resume_state import ResumeState
 from torchcallbacks.rng import set_rng_state
 from torchcallbacks.steps import ObjectiveSteps, concatenate_outputs
 from torchcallbacks.utils import expected_sync, preserved_modes
-from torchcallbacks.weighting import ClassWeights, batch_from_arrays
+from torchcallbacks.weighting import ClassWeights, batch_from_arrays, class_weights_for
 
 _PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -206,7 +206,7 @@ class Trainer:
     ) -> History:
         """Train for ``epochs`` epochs and return the `History` of the epoch logs."""
         self._require_optimizer("fit")
-        self._set_class_weights(class_weight, sample_weight)
+        self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
         if validation_split and validation_data is None:
             (x, y, sample_weight), validation_data = split_validation(
                 x, y, validation_split, sample_weight
@@ -549,22 +549,13 @@ class Trainer:
     def _single_batch(
         self, x: Any, y: Any, sample_weight: Any, class_weight: Any = None
     ) -> tuple[Any, ...]:
-        self._set_class_weights(class_weight, sample_weight)
+        self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
         with expected_sync():
             return batch_from_arrays(x, y, sample_weight, self.device)
 
     def _batch_results(self, tracker: Any, return_dict: bool) -> Any:
         with expected_sync():
             return _results(tracker.logs(self._reduce), return_dict)
-
-    def _set_class_weights(self, class_weight: Any, sample_weight: Any) -> None:
-        if class_weight is not None and sample_weight is not None:
-            raise ValueError(
-                "Arguments `sample_weight` and `class_weight` cannot be specified at the same time."
-            )
-        self.class_weights = (
-            None if class_weight is None else ClassWeights(class_weight, self.device)
-        )
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:

@@ -62,6 +62,19 @@ class ClassWeights:
         return self.table[classes]
 
 
+def class_weights_for(
+    class_weight: Mapping[Any, float] | None, sample_weight: Any, device: torch.device
+) -> ClassWeights | None:
+    """``class_weight`` for `ObjectiveSteps`; it excludes ``sample_weight``, as in Keras."""
+    if class_weight is None:
+        return None
+    if sample_weight is not None:
+        raise ValueError(
+            "Arguments `sample_weight` and `class_weight` cannot be specified at the same time."
+        )
+    return ClassWeights(class_weight, device)
+
+
 def weighted_loss(loss_fn: Any, y_pred: Any, y_true: Any, weights: torch.Tensor) -> torch.Tensor:
     """The loss of a weighted batch, reduced as Keras reduces it.
 
