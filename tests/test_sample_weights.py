@@ -270,6 +270,7 @@ def test_unweighted_training_is_unchanged_by_weights_of_one():
     not (dist.is_available() and dist.is_gloo_available()), reason="gloo is not available"
 )
 def test_weighted_logs_under_ddp_equal_a_single_process(tmp_path):
+    """fit on arrays, a Dataset and with class_weight, and train_on_batch/test_on_batch."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_distributed import _run
 

@@ -4,7 +4,8 @@
     python tests/ddp_scripts/weighted_ddp.py --out DIR          # the single-process reference
 
 A global batch of 8 split between the ranks, ``shuffle=False``: the epoch logs (weighted
-loss, unweighted and weighted accuracy, weighted validation) must equal one process's.
+loss, unweighted and weighted accuracy, weighted validation) and the results of
+``train_on_batch``/``test_on_batch`` must equal one process's.
 Results go to ``DIR/result_rank<r>.json``.
 """
 
@@ -45,6 +46,21 @@ def trainer() -> Trainer:
     )
 
 
+def on_batch(rank: int, world_size: int, train: tuple, validation: tuple) -> dict:
+    """train_on_batch on three global batches of 8 (each rank passes its share), then
+    test_on_batch: the results, by key, over the calls."""
+    results: dict[str, list[float]] = {}
+    model = trainer()
+    for start in range(0, 24, GLOBAL_BATCH):
+        x, y, w = (t[start : start + GLOBAL_BATCH][rank::world_size] for t in train)
+        for key, value in model.train_on_batch(x, y, sample_weight=w, return_dict=True).items():
+            results.setdefault(key, []).append(value)
+    x, y, w = (t[rank::world_size] for t in validation)
+    for key, value in model.test_on_batch(x, y, sample_weight=w, return_dict=True).items():
+        results[f"test_{key}"] = [value]
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -74,6 +90,7 @@ def main() -> None:
             shuffle=False, verbose=0,
         )
         .history,
+        "on_batch": on_batch(rank, world_size, (x, y, weights), (x_val, y_val, w_val)),
     }  # fmt: skip
     if world_size > 1:
         gc.collect()  # free the DDP wrappers before the process group
