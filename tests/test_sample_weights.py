@@ -246,6 +246,8 @@ def test_weighting_errors_name_the_problem():
         trainer.fit(X, Y, class_weight={"cat": 2.0}, verbose=0)
     with pytest.raises(ValueError, match="same first dimension"):
         trainer.fit(X, Y, sample_weight=W[:3], verbose=0)
+    with pytest.raises(ValueError, match="one array of weights"):
+        trainer.fit(X, Y, sample_weight={"a": W}, verbose=0)
     with pytest.raises(ValueError, match="sample_weight needs targets"):
         trainer.evaluate(X, sample_weight=W, verbose=0)
     scalar_loss = Trainer(fixed_model(), "sgd", loss=lambda p, t: ((p - t) ** 2).mean())
