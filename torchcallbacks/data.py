@@ -50,12 +50,13 @@ def as_weights(sample_weight: Any) -> torch.Tensor:
     """Sample weights (a tensor, NumPy array or list of numbers) as a float tensor."""
     if isinstance(sample_weight, list | tuple):
         sample_weight = np.asarray(sample_weight, dtype=np.float32)
-    if not isinstance(sample_weight, torch.Tensor | np.ndarray):
+    weights = _to_tensor(sample_weight)
+    if not isinstance(weights, torch.Tensor):
         raise ValueError(
             "sample_weight must be one array of weights, one row per sample (it weighs every "
             f"output of a multi-output model); got {type(sample_weight).__name__}."
         )
-    return _to_tensor(sample_weight).float()
+    return weights.float()
 
 
 def _leaves(structure: Any) -> list[torch.Tensor]:
