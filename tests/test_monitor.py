@@ -143,7 +143,9 @@ def test_auto_mode_unknown_name_raises_at_fit_start(cls):
     with pytest.raises(ValueError) as info:
         trainer.fit(*DATA, epochs=3, verbose=0, callbacks=[cls(monitor="val_foo")])
     message = str(info.value)
-    assert message.startswith(f"{cls.__name__} callback received monitor=val_foo, but torchcallbacks cannot")
+    assert message.startswith(
+        f"{cls.__name__} callback received monitor=val_foo, but torchcallbacks cannot"
+    )
     assert "Pass `mode='max'`" in message and "pass `mode='min'`" in message
 
 

@@ -77,6 +77,19 @@ def _to_tensor(value: Any) -> Any:
     raise TypeError(f"expected a tensor, NumPy array or pandas object, got {type(value).__name__}")
 
 
+def as_weights(sample_weight: Any) -> torch.Tensor:
+    """Sample weights (a tensor, NumPy array or list of numbers) as a float tensor."""
+    if isinstance(sample_weight, list | tuple):
+        sample_weight = np.asarray(sample_weight, dtype=np.float32)
+    weights = _to_tensor(sample_weight)
+    if not isinstance(weights, torch.Tensor):
+        raise ValueError(
+            "sample_weight must be one array of weights, one row per sample (it weighs every "
+            f"output of a multi-output model); got {type(sample_weight).__name__}."
+        )
+    return weights.float()
+
+
 def _leaves(structure: Any) -> list[torch.Tensor]:
     if isinstance(structure, Mapping):
         return [t for v in structure.values() for t in _leaves(v)]
@@ -115,7 +128,8 @@ def _fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
 
 
 class TensorBatches:
-    """Batches of in-memory tensors: ``(inputs, targets)`` or inputs alone when ``y`` is None.
+    """Batches of in-memory tensors: ``(inputs, targets)``, ``(inputs, targets,
+    sample_weight)`` when weights are given, or ``(inputs, None)`` when ``y`` is None.
 
     Distributed, each rank takes every world_size-th sample of the epoch's order. Training
     shards are padded to equal length like DistributedSampler's (every rank must take the
@@ -132,16 +146,24 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         equal_shards: bool = True,
+        sample_weight: Any = None,
     ) -> None:
-        self.structure = (_to_tensor(x), None if y is None else _to_tensor(y))
-        tensors = _leaves(self.structure[0]) + ([] if y is None else _leaves(self.structure[1]))
+        self.structure: tuple[Any, ...] = (_to_tensor(x), None if y is None else _to_tensor(y))
+        if sample_weight is not None:
+            if y is None:
+                raise ValueError("sample_weight needs targets: pass y as well.")
+            self.structure += (as_weights(sample_weight),)
+        tensors = [t for part in self.structure if part is not None for t in _leaves(part)]
         lengths = {len(t) for t in tensors}
         if len(lengths) != 1:
-            x_len = len(_leaves(self.structure[0])[0])
-            y_len = len(_leaves(self.structure[1])[0]) if y is not None else x_len
+            counts = ", ".join(
+                f"{label} has {len(_leaves(part)[0])}"
+                for label, part in zip(("x", "y", "sample_weight"), self.structure)
+                if part is not None
+            )
             raise ValueError(
-                f"x and y have different numbers of samples: x has {x_len}, y has {y_len}; "
-                "every input and target array needs the same first dimension."
+                f"x, y and sample_weight have different numbers of samples: {counts}; every "
+                "input, target and weight array needs the same first dimension."
             )
         self.num_samples = lengths.pop()
         self.device = device
@@ -210,12 +232,12 @@ class TensorBatches:
 
     def _structure(self, parts: list[torch.Tensor]) -> Any:
         if self.single:
-            return parts[0], parts[1]
+            return tuple(parts)
         leaves = iter(parts)
         inputs = _rebuild(self.structure[0], leaves)
         if self.structure[1] is None:
             return inputs, None
-        return inputs, _rebuild(self.structure[1], leaves)
+        return (inputs, *(_rebuild(part, leaves) for part in self.structure[1:]))
 
 
 def _shard_size(num_samples: int, rank: int, world_size: int, equal: bool) -> int:
@@ -334,6 +356,7 @@ def make_batches(
     world_size: int = 1,
     generator: torch.Generator | None = None,
     training: bool = False,
+    sample_weight: Any = None,
 ) -> TensorBatches | LoaderBatches:
     """Pick the adapter for ``x`` (see module docstring). Distributed, ``training`` data is
     sharded in equal lengths (padded), other data without padding."""
@@ -341,7 +364,14 @@ def make_batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     if is_array_like(x):
-        return TensorBatches(x, y, batch_size, shuffle, device, rank, world_size, training)
+        return TensorBatches(
+            x, y, batch_size, shuffle, device, rank, world_size, training, sample_weight
+        )
+    if sample_weight is not None:
+        raise ValueError(
+            f"sample_weight is only accepted with tensor or NumPy inputs; x is a "
+            f"{type(x).__name__}: make its batches (inputs, targets, sample_weight) instead."
+        )
     if y is not None:
         raise ValueError(
             f"y is only accepted with tensor or NumPy inputs; x is a {type(x).__name__}, whose "
@@ -372,12 +402,16 @@ def make_batches(
     )
 
 
-def split_validation(x: Any, y: Any, fraction: float) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-    """Split off the *last* ``fraction`` of the samples, before any shuffling (as Keras)."""
+def split_validation(
+    x: Any, y: Any, fraction: float, sample_weight: Any = None
+) -> tuple[tuple[Any, Any, Any], tuple[Any, Any, Any]]:
+    """Split off the *last* ``fraction`` of the samples, before any shuffling (as Keras):
+    ``(x, y, sample_weight)`` for training and for validation."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation_split must be in (0, 1), got {fraction}")
     if is_array_like(x):
         x, y = _to_tensor(x), None if y is None else _to_tensor(y)
+        sample_weight = None if sample_weight is None else as_weights(sample_weight)
         total = len(_leaves(x)[0])
         cut = int(total * (1.0 - fraction))
         if cut == 0 or cut == total:
@@ -385,13 +419,14 @@ def split_validation(x: Any, y: Any, fraction: float) -> tuple[tuple[Any, Any], 
                 f"validation_split={fraction} leaves no training or no validation samples "
                 f"out of {total}"
             )
-        head = _map(x, lambda t: t[:cut]), _map(y, lambda t: t[:cut])
-        tail = _map(x, lambda t: t[cut:]), _map(y, lambda t: t[cut:])
-        return head, tail
+        parts = (x, y, sample_weight)
+        head = tuple(_map(part, lambda t: t[:cut]) for part in parts)
+        tail = tuple(_map(part, lambda t: t[cut:]) for part in parts)
+        return head, tail  # type: ignore[return-value]
     if isinstance(x, Dataset) and hasattr(x, "__len__"):
         total = len(x)
         cut = int(total * (1.0 - fraction))
-        return (Subset(x, range(cut)), None), (Subset(x, range(cut, total)), None)
+        return (Subset(x, range(cut)), None, None), (Subset(x, range(cut, total)), None, None)
     raise ValueError(
         "validation_split needs tensors, NumPy arrays or a Dataset; with a DataLoader or "
         "another iterable pass validation_data instead."

@@ -11,15 +11,24 @@ The Keras names take probabilities (the model ends in softmax/sigmoid), as in Ke
 | ``categorical_crossentropy`` | class probabilities | one-hot or probability rows |
 | ``sparse_categorical_crossentropy`` | class probabilities | integer class indices |
 | ``cross_entropy`` | logits | integer class indices (or probabilities) |
+
+Keras's loss classes take ``from_logits`` and ``reduction``: ``BinaryCrossentropy``,
+``CategoricalCrossentropy``, ``SparseCategoricalCrossentropy``, ``MeanSquaredError``,
+``MeanAbsoluteError``. Like every loss here they are called ``loss(y_pred, y_true)``, torch's
+argument order (Keras's is ``(y_true, y_pred)``), with an optional ``sample_weight``.
+The losses that take probabilities warn once when they receive values outside [0, 1].
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from torchcallbacks.utils import expected_sync
 
 _EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities before the log
 
@@ -42,41 +51,60 @@ def _class_targets(name: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> Non
         )
 
 
-def mean_squared_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    """torch's ``reduction`` argument ("mean", "sum", "none") for values computed by hand."""
+    if reduction == "mean":
+        return values.mean()
+    return values.sum() if reduction == "sum" else values
+
+
+def mean_squared_error(
+    y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     _same_shape("mse", y_pred, y_true)
-    return F.mse_loss(y_pred, y_true.to(y_pred.dtype))
+    return F.mse_loss(y_pred, y_true.to(y_pred.dtype), reduction=reduction)
 
 
-def mean_absolute_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+def mean_absolute_error(
+    y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     _same_shape("mae", y_pred, y_true)
-    return F.l1_loss(y_pred, y_true.to(y_pred.dtype))
+    return F.l1_loss(y_pred, y_true.to(y_pred.dtype), reduction=reduction)
 
 
-def binary_crossentropy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+def binary_crossentropy(
+    y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     _same_shape("binary_crossentropy", y_pred, y_true)
     probs = y_pred.float().clamp(_EPSILON, 1.0 - _EPSILON)
-    return F.binary_cross_entropy(probs, y_true.float())
+    return F.binary_cross_entropy(probs, y_true.float(), reduction=reduction)
 
 
-def categorical_crossentropy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+def categorical_crossentropy(
+    y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     _same_shape("categorical_crossentropy", y_pred, y_true)
     probs = y_pred.float()
     probs = (probs / probs.sum(dim=-1, keepdim=True)).clamp(_EPSILON, 1.0 - _EPSILON)
-    return -(y_true.float() * probs.log()).sum(dim=-1).mean()
+    return _reduce(-(y_true.float() * probs.log()).sum(dim=-1), reduction)
 
 
-def sparse_categorical_crossentropy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+def sparse_categorical_crossentropy(
+    y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     _class_targets("sparse_categorical_crossentropy", y_pred, y_true)
     probs = y_pred.float().clamp(_EPSILON, 1.0 - _EPSILON)
-    return F.nll_loss(probs.log(), y_true.long())
+    return F.nll_loss(probs.log(), y_true.long(), reduction=reduction)
 
 
-def cross_entropy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+def cross_entropy(
+    y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     # torch checks the shapes itself; its error is reported with both shapes by the caller.
     # Class indices of any integer dtype (int32 from NumPy or pandas, uint8) become int64.
     if y_true.dtype is not torch.int64 and not y_true.is_floating_point():
         y_true = y_true.long()
-    return F.cross_entropy(y_pred, y_true)
+    return F.cross_entropy(y_pred, y_true, reduction=reduction)
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -108,4 +136,211 @@ def resolve_loss(loss: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tens
 def loss_name(loss: Any) -> str:
     if isinstance(loss, str):
         return loss
+    if isinstance(loss, Loss):
+        return loss.name
     return getattr(loss, "__name__", type(loss).__name__)
+
+
+# -- Keras's loss classes --------------------------------------------------------------------
+
+REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight")
+
+
+def align_weights(sample_weight: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Sample weights shaped to multiply ``values`` (per sample or per element): a trailing
+    dimension of 1 is dropped and missing trailing dimensions are added, as Keras does."""
+    weights = sample_weight.to(device=values.device, dtype=values.dtype)
+    if weights.ndim == values.ndim + 1 and weights.shape[-1] == 1:
+        weights = weights.squeeze(-1)
+    weights = weights.reshape(weights.shape + (1,) * (values.ndim - weights.ndim))
+    try:
+        torch.broadcast_shapes(weights.shape, values.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"sample_weight of shape {tuple(sample_weight.shape)} does not fit the per-sample "
+            f"values of shape {tuple(values.shape)}: pass one weight per sample, shape "
+            "(batch,), or per time step, shape (batch, steps)."
+        ) from None
+    return weights
+
+
+def reduce_weighted(
+    values: torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+    reduction: str = "sum_over_batch_size",
+) -> torch.Tensor:
+    """Keras's loss reduction: multiply by the weights, sum, and for ``sum_over_batch_size``
+    (and ``mean``) divide by the number of values, not by the sum of the weights."""
+    if sample_weight is not None:
+        sample_weight = align_weights(sample_weight, values)
+        values = values * sample_weight
+    total = values.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean_with_sample_weight" and sample_weight is not None:
+        weight_sum = sample_weight.sum()
+        return torch.where(weight_sum != 0, total / weight_sum, torch.zeros_like(total))
+    return total / max(values.numel(), 1)
+
+
+def _per_sample(values: torch.Tensor) -> torch.Tensor:
+    """Keras's per-sample loss: the mean over the last axis (of outputs with one)."""
+    return values.mean(dim=-1) if values.ndim > 1 else values
+
+
+class Loss:
+    """Base of Keras-style loss objects, called ``loss(y_pred, y_true, sample_weight=None)``.
+
+    Subclasses implement ``call(y_pred, y_true)``, returning one value per sample (or per
+    time step); ``reduction`` is Keras's: ``"sum_over_batch_size"`` (the default; ``"mean"``
+    is the same), ``"sum"`` or ``"mean_with_sample_weight"``.
+    """
+
+    default_name = "loss"
+
+    def __init__(self, reduction: str = "sum_over_batch_size", name: str | None = None) -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(
+                f"Invalid value for argument `reduction`. Expected one of {set(REDUCTIONS)}. "
+                f"Received: reduction={reduction}"
+            )
+        self.reduction = reduction
+        self.name = name or self.default_name
+
+    def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        y_pred: torch.Tensor,
+        y_true: torch.Tensor,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return reduce_weighted(self.call(y_pred, y_true), sample_weight, self.reduction)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reduction={self.reduction!r}, name={self.name!r})"
+
+
+class MeanSquaredError(Loss):
+    """Keras's ``MeanSquaredError``: ``Trainer(model, loss=MeanSquaredError(reduction="sum"))``."""
+
+    default_name = "mean_squared_error"
+
+    def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return _per_sample(mean_squared_error(y_pred, y_true, reduction="none"))
+
+
+class MeanAbsoluteError(Loss):
+    """Keras's ``MeanAbsoluteError``."""
+
+    default_name = "mean_absolute_error"
+
+    def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return _per_sample(mean_absolute_error(y_pred, y_true, reduction="none"))
+
+
+class _ProbabilityLoss(Loss):
+    """A crossentropy that takes probabilities, or logits with ``from_logits=True``."""
+
+    function: Callable[..., torch.Tensor]  # the loss on probabilities
+
+    def __init__(
+        self,
+        from_logits: bool = False,
+        reduction: str = "sum_over_batch_size",
+        name: str | None = None,
+    ) -> None:
+        super().__init__(reduction, name or self.function.__name__)
+        self.from_logits = from_logits
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(from_logits={self.from_logits}, "
+            f"reduction={self.reduction!r}, name={self.name!r})"
+        )
+
+
+class BinaryCrossentropy(_ProbabilityLoss):
+    """Keras's ``BinaryCrossentropy``: probabilities (a sigmoid output) by default, logits
+    with ``from_logits=True``::
+
+        Trainer(model, "adam", loss=BinaryCrossentropy(from_logits=True))
+    """
+
+    function = staticmethod(binary_crossentropy)
+
+    def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        if not self.from_logits:
+            return _per_sample(self.function(y_pred, y_true, reduction="none"))
+        _same_shape(self.name, y_pred, y_true)
+        values = F.binary_cross_entropy_with_logits(
+            y_pred.float(), y_true.float(), reduction="none"
+        )
+        return _per_sample(values)
+
+
+class CategoricalCrossentropy(_ProbabilityLoss):
+    """Keras's ``CategoricalCrossentropy`` (one-hot or probability targets, classes on the
+    last axis): probabilities by default, logits with ``from_logits=True``."""
+
+    function = staticmethod(categorical_crossentropy)
+
+    def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        if not self.from_logits:
+            return self.function(y_pred, y_true, reduction="none")
+        _same_shape(self.name, y_pred, y_true)
+        return -(y_true.float() * F.log_softmax(y_pred.float(), dim=-1)).sum(dim=-1)
+
+
+class SparseCategoricalCrossentropy(_ProbabilityLoss):
+    """Keras's ``SparseCategoricalCrossentropy`` (integer targets; classes on dimension 1,
+    torch's layout): probabilities by default; with ``from_logits=True`` it equals
+    ``loss="cross_entropy"``."""
+
+    function = staticmethod(sparse_categorical_crossentropy)
+
+    def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        if not self.from_logits:
+            return self.function(y_pred, y_true, reduction="none")
+        _class_targets(self.name, y_pred, y_true)
+        return F.cross_entropy(y_pred.float(), y_true.long(), reduction="none")
+
+
+# -- logits given to a loss that takes probabilities ----------------------------------------
+
+_FOR_LOGITS = {
+    "binary_crossentropy": "torchcallbacks.losses.BinaryCrossentropy(from_logits=True) "
+    "(or torch.nn.BCEWithLogitsLoss())",
+    "categorical_crossentropy": "torchcallbacks.losses.CategoricalCrossentropy(from_logits=True)",
+    "sparse_categorical_crossentropy": 'loss="cross_entropy" (or '
+    "torchcallbacks.losses.SparseCategoricalCrossentropy(from_logits=True))",
+}
+
+
+def logits_alternative(loss: Any) -> str | None:
+    """For a loss that takes probabilities, the loss to use with logits instead; else None."""
+    if isinstance(loss, str):
+        return _FOR_LOGITS.get(loss)
+    if isinstance(loss, _ProbabilityLoss) and not loss.from_logits:
+        return _FOR_LOGITS[loss.function.__name__]
+    return None
+
+
+def warn_if_logits(label: str, alternative: str, y_pred: torch.Tensor) -> None:
+    """Warn when a loss that takes probabilities receives values outside [0, 1].
+
+    One host sync: callers check a single batch (the first), not every step.
+    """
+    if not isinstance(y_pred, torch.Tensor) or y_pred.numel() == 0:
+        return
+    with expected_sync():
+        low, high = torch.stack(torch.aminmax(y_pred.detach().float())).tolist()
+    if low < 0.0 or high > 1.0:
+        warnings.warn(
+            f"loss '{label}' takes probabilities in [0, 1] (a model ending in a sigmoid or "
+            f"softmax), but the model's outputs range from {low:.4g} to {high:.4g}: they look "
+            f"like logits. Use {alternative} instead, or end the model in a sigmoid/softmax.",
+            UserWarning,
+            stacklevel=2,
+        )

@@ -15,30 +15,50 @@ from typing import Any
 import torch
 
 from torchcallbacks import distributed
-from torchcallbacks.losses import loss_name, resolve_loss
+from torchcallbacks.losses import logits_alternative, loss_name, resolve_loss, warn_if_logits
+from torchcallbacks.weighting import WeightedMetrics, ratios, weighted_loss
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    """Keras's accuracy: threshold 0.5 for one column, argmax for several."""
+def accuracy_values(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """Per-sample hits of Keras's accuracy: threshold 0.5 for one column, argmax for several."""
     if y_pred.ndim == 1 or y_pred.shape[-1] == 1:
         predicted = (y_pred.reshape(y_true.shape) > 0.5).to(y_true.dtype)
-        return (predicted == y_true).mean(dtype=torch.float32)
+        return predicted == y_true
     if y_true.shape == y_pred.shape:  # one-hot or probability targets
         y_true = y_true.argmax(dim=-1)
-    return (y_pred.argmax(dim=-1) == y_true).mean(dtype=torch.float32)
+    return y_pred.argmax(dim=-1) == y_true
+
+
+def absolute_errors(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    return (y_pred - y_true.reshape(y_pred.shape)).abs().float()
+
+
+def squared_errors(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    return (y_pred - y_true.reshape(y_pred.shape)).float().square()
+
+
+def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """Keras's accuracy: threshold 0.5 for one column, argmax for several."""
+    return accuracy_values(y_pred, y_true).mean(dtype=torch.float32)
 
 
 def mae(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    return (y_pred - y_true.reshape(y_pred.shape)).abs().float().mean()
+    return absolute_errors(y_pred, y_true).mean()
 
 
 def mse(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    return (y_pred - y_true.reshape(y_pred.shape)).float().square().mean()
+    return squared_errors(y_pred, y_true).mean()
 
 
 METRICS: dict[str, MetricFn] = {"accuracy": accuracy, "acc": accuracy, "mae": mae, "mse": mse}
+# The per-sample values of the built-in metrics, which weighted_metrics weight.
+SAMPLEWISE: dict[MetricFn, MetricFn] = {
+    accuracy: accuracy_values,
+    mae: absolute_errors,
+    mse: squared_errors,
+}
 
 
 def _snake_case(name: str) -> str:
@@ -111,10 +131,13 @@ def _resolve_metric(metric: Any) -> MetricFn | StatefulMetric:
 class _Head:
     """The loss and metrics of one model output."""
 
-    def __init__(self, prefix: str, loss: Any, metrics: Sequence[Any]) -> None:
+    def __init__(
+        self, prefix: str, loss: Any, metrics: Sequence[Any], weighted: Sequence[Any] = ()
+    ) -> None:
         self.prefix = prefix
         self.loss_label = loss_name(loss)
         self.loss_fn = resolve_loss(loss)
+        self.logits_alternative = logits_alternative(loss)  # checked on the first batch
         self.sum_metrics: list[MetricFn] = []
         self.sum_names: list[str] = []
         self.stateful: list[tuple[str, StatefulMetric]] = []
@@ -128,10 +151,19 @@ class _Head:
             else:
                 self.sum_metrics.append(resolved)
                 self.sum_names.append(name)
+        self.weighted = WeightedMetrics(prefix, [_weighted(m) for m in weighted], self.metric_names)
 
-    def loss(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, y_pred: torch.Tensor, y_true: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.logits_alternative is not None:
+            warn_if_logits(self.loss_label, self.logits_alternative, y_pred)
+            self.logits_alternative = None
         try:
-            value = self.loss_fn(y_pred, y_true)
+            if weights is None:
+                value = self.loss_fn(y_pred, y_true)
+            else:
+                value = weighted_loss(self.loss_fn, y_pred, y_true, weights)
         except RuntimeError as error:
             raise ValueError(
                 f"loss '{self.loss_label}' failed on model output of shape "
@@ -146,6 +178,14 @@ class _Head:
         return value
 
 
+def _weighted(metric: Any) -> tuple[str, Any, bool]:
+    """A ``weighted_metrics`` entry: its name, its per-sample form, whether it is an object."""
+    resolved = _resolve_metric(metric)
+    if isinstance(resolved, StatefulMetric):
+        return metric_name(metric), resolved, True
+    return metric_name(metric), SAMPLEWISE.get(resolved, resolved), False
+
+
 class Objective:
     """Computes the loss (with grad) and the sum-metric values of a batch.
 
@@ -154,22 +194,30 @@ class Objective:
     carry ``loss`` (the sum), ``<name>_loss`` and ``<name>_<metric>`` as Keras does.
     """
 
-    def __init__(self, loss: Any, metrics: Any) -> None:
+    def __init__(self, loss: Any, metrics: Any, weighted_metrics: Any = None) -> None:
         self.loss_spec = loss
         self.metric_spec = metrics
+        self.weighted_spec = weighted_metrics
+        self.ratios: list[tuple[str, str, str]] = []  # weighted metrics: (name, sums' keys)
         self.heads: list[_Head] | dict[str, _Head] | None = None
         self.names: list[str] = []  # of the summed values, in the accumulator's order
         self.stateful: list[tuple[str, StatefulMetric]] = []
         self.log_names: list[str] = []  # the losses, then the metrics in the order given
         if loss is not None and not isinstance(loss, list | tuple | dict):
-            self._set_heads(_Head("", loss, self._metrics_for(None, 0)), None)
+            self._set_heads(_Head("", loss, *self._metrics_for(None, 0)), None)
 
     @property
     def ready(self) -> bool:
         return self.heads is not None
 
-    def _metrics_for(self, key: str | None, index: int) -> list[Any]:
-        spec = self.metric_spec
+    def _metrics_for(self, key: str | None, index: int) -> tuple[list[Any], list[Any]]:
+        """The metrics and weighted metrics of one output."""
+        return (
+            self._spec_for(self.metric_spec, key, index),
+            self._spec_for(self.weighted_spec, key, index),
+        )
+
+    def _spec_for(self, spec: Any, key: str | None, index: int) -> list[Any]:
         if spec is None:
             return []
         if isinstance(spec, dict):
@@ -190,6 +238,11 @@ class Objective:
             self.names += head.sum_names
             self.stateful += head.stateful
             self.log_names += head.metric_names
+        for head in heads:
+            self.names += head.weighted.keys
+            self.stateful += head.weighted.stateful
+            self.log_names += head.weighted.names
+            self.ratios += head.weighted.ratios
 
     def build(self, outputs: Any) -> None:
         """Bind per-output losses once the output structure is known (first batch)."""
@@ -211,7 +264,7 @@ class Objective:
                     f"loss names outputs {sorted(unknown)} that the model does not return; "
                     f"its outputs are {sorted(outputs)}."
                 )
-            heads = {k: _Head(f"{k}_", spec[k], self._metrics_for(k, 0)) for k in spec}
+            heads = {k: _Head(f"{k}_", spec[k], *self._metrics_for(k, 0)) for k in spec}
         else:
             names = list(outputs) if isinstance(outputs, Mapping) else None
             count = len(outputs) if isinstance(outputs, list | tuple | Mapping) else 1
@@ -224,39 +277,46 @@ class Objective:
                 _Head(
                     f"{names[i] if names else f'output_{i + 1}'}_",
                     spec[i],
-                    self._metrics_for(names[i] if names else None, i),
+                    *self._metrics_for(names[i] if names else None, i),
                 )
                 for i in range(count)
             ]
         self._set_heads(None, heads)
 
-    def __call__(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Total loss (differentiable) and the detached values for the sum accumulator."""
+    def __call__(
+        self, outputs: Any, targets: Any, weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Total loss (differentiable) and the detached values for the sum accumulator.
+        ``weights``: the batch's sample weights (one tensor, for every output)."""
         heads = self.heads
         if isinstance(heads, _Head):
-            loss = heads.loss(outputs, targets)
+            loss = heads.loss(outputs, targets, weights)
             values = [loss.detach()]
             for fn in heads.sum_metrics:
                 values.append(_batch_mean(fn(outputs, targets)))
+            if heads.weighted.functions:
+                values += heads.weighted.values(outputs, targets, weights)
             return loss, values
         pairs = _pairs(heads, outputs, targets)
-        losses = [head.loss(y_pred, y_true) for head, y_pred, y_true in pairs]
+        losses = [head.loss(y_pred, y_true, weights) for head, y_pred, y_true in pairs]
         total = torch.stack(losses).sum() if len(losses) > 1 else losses[0]
         values = [total.detach()] + [loss.detach() for loss in losses]
         for head, y_pred, y_true in pairs:
             for fn in head.sum_metrics:
                 values.append(_batch_mean(fn(y_pred, y_true)))
+        for head, y_pred, y_true in pairs:
+            values += head.weighted.values(y_pred, y_true, weights)
         return total, values
 
-    def update_stateful(self, outputs: Any, targets: Any) -> None:
+    def update_stateful(
+        self, outputs: Any, targets: Any, weights: torch.Tensor | None = None
+    ) -> None:
         heads = self.heads
-        if isinstance(heads, _Head):
-            for _, metric in heads.stateful:
-                metric.update(outputs.detach(), targets)
-            return
-        for head, y_pred, y_true in _pairs(heads, outputs, targets):
+        pairs = [(heads, outputs, targets)] if isinstance(heads, _Head) else None
+        for head, y_pred, y_true in pairs or _pairs(heads, outputs, targets):
             for _, metric in head.stateful:
                 metric.update(y_pred.detach(), y_true)
+            head.weighted.update_stateful(y_pred.detach(), y_true, weights)
 
 
 def _batch_mean(value: Any) -> torch.Tensor:
@@ -318,6 +378,8 @@ class MetricTracker:
             sums, count = reduced[:-1], reduced[-1]
         # Divide on the device, in float32, as a hand-written loop does: identical logs.
         logs = dict(zip(self.objective.names, (sums / count).tolist()))
+        if self.objective.ratios:
+            ratios(logs, self.objective.ratios)
         if not self.objective.stateful:
             return logs
         # torchmetrics objects synchronise the processes in compute(): under DDP they are

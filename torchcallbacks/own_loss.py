@@ -71,7 +71,10 @@ class OwnLossSteps(ObjectiveSteps):
                 return self.forward(inputs, labels=labels)
         return self.forward(inputs)
 
-    def _score(self, inputs: Any, labels: Any) -> tuple[torch.Tensor, list, Any]:
+    def _score(
+        self, inputs: Any, labels: Any, weights: Any = None
+    ) -> tuple[torch.Tensor, list, Any]:
+        # `compute` passes sample weights; a module that computes its own loss cannot take them.
         output = self._run(inputs)
         loss = returned_loss(output)
         if loss is None:

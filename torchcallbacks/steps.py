@@ -18,6 +18,7 @@ from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback
 from torchcallbacks.metrics import MetricTracker
 from torchcallbacks.outputs import prediction_of, scored_output
+from torchcallbacks.weighting import ClassWeights
 
 if TYPE_CHECKING:
     from torchcallbacks.trainer import Trainer
@@ -67,41 +68,43 @@ class ObjectiveSteps:
             return module(*inputs, **extra)
         return module(inputs, **extra)
 
-    def compute(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
+    def compute(
+        self, inputs: Any, targets: Any, weights: Any = None
+    ) -> tuple[torch.Tensor, list, Any]:
         """Loss, tracker values and outputs, under autocast when mixed precision is on."""
         dtype = self.trainer._autocast_dtype
         if dtype is None:
-            return self._score(inputs, targets)
+            return self._score(inputs, targets, weights)
         with torch.autocast(self.trainer.device.type, dtype=dtype):
-            return self._score(inputs, targets)
+            return self._score(inputs, targets, weights)
 
-    def _score(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
+    def _score(self, inputs: Any, targets: Any, weights: Any) -> tuple[torch.Tensor, list, Any]:
         outputs = self.forward(inputs)
         if not isinstance(outputs, torch.Tensor):
             objective = self.objective
             outputs = scored_output(outputs, targets, objective.loss_spec, objective.metric_spec)
         if self.objective.heads is None:
             self.objective.build(outputs)
-        loss, values = self.objective(outputs, targets)
+        loss, values = self.objective(outputs, targets, weights)
         return loss, values, outputs
 
     def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
         """The loss to backpropagate, the values for the tracker and the batch size."""
-        inputs, targets = split_batch(batch)
         trainer = self.trainer
+        inputs, targets, weights = split_weighted_batch(batch, trainer.class_weights)
         if trainer.example_batch_inputs is None:
             trainer.example_batch_inputs = inputs
-        loss, values, outputs = self.compute(inputs, targets)
+        loss, values, outputs = self.compute(inputs, targets, weights)
         if self.objective.stateful:
-            self.objective.update_stateful(outputs, targets)
+            self.objective.update_stateful(outputs, targets, weights)
         return loss, values, batch_size(targets)
 
     def eval_batch(self, batch: Any, batch_index: int) -> tuple[list, int]:
         """Values and batch size of a validation batch (under ``no_grad``)."""
-        inputs, targets = split_batch(batch)
-        _, values, outputs = self.compute(inputs, targets)
+        inputs, targets, weights = split_weighted_batch(batch)
+        _, values, outputs = self.compute(inputs, targets, weights)
         if self.objective.stateful:
-            self.objective.update_stateful(outputs, targets)
+            self.objective.update_stateful(outputs, targets, weights)
         return values, batch_size(targets)
 
     test_batch = eval_batch  # `evaluate`'s batches: the same computation here
@@ -141,7 +144,8 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
     length = f" of length {len(batch)}" if isinstance(batch, tuple | list) else ""
     keys = f" with keys {sorted(batch)} and no 'labels'" if isinstance(batch, Mapping) else ""
     raise ValueError(
-        f"each batch must be an (inputs, targets) pair; got {type(batch).__name__}{length}"
+        "each batch must be an (inputs, targets) pair or (inputs, targets, sample_weight); "
+        f"got {type(batch).__name__}{length}"
         f"{keys}. Wrap single tensors as TensorDataset(x, y), or pass x and y to fit; a dict "
         "batch gives its targets under 'labels'."
     )
@@ -168,8 +172,31 @@ def cast_floating(inputs: Any, dtype: torch.dtype | None) -> Any:
     return inputs
 
 
+def split_weighted_batch(
+    batch: Any, class_weights: ClassWeights | None = None
+) -> tuple[Any, Any, Any]:
+    """``(inputs, targets, sample_weight)`` of an ``(x, y)`` or ``(x, y, sample_weight)``
+    batch; with ``class_weights`` the weights come from the targets' classes (training)."""
+    size = len(batch) if isinstance(batch, tuple | list) else 0
+    if size == 2:
+        (inputs, targets), weights = batch, None
+    elif size == 3:
+        inputs, targets, weights = batch
+    else:
+        inputs, targets = split_batch(batch)  # any other form, or the error for a bad one
+        weights = None
+    if class_weights is not None:
+        if weights is not None:
+            raise ValueError(
+                "You cannot `class_weight` and `sample_weight` at the same time: the batches "
+                "already carry sample weights."
+            )
+        weights = class_weights(targets)
+    return inputs, targets, weights
+
+
 def _predict_inputs(batch: Any) -> Any:
-    if isinstance(batch, tuple | list) and len(batch) in (1, 2):
+    if isinstance(batch, tuple | list) and len(batch) in (1, 2, 3):
         return batch[0]
     return batch
 

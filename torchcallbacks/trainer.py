@@ -31,6 +31,7 @@ from torchcallbacks.resume_state import ResumeState
 from torchcallbacks.rng import set_rng_state
 from torchcallbacks.steps import ObjectiveSteps, concatenate_outputs, steps_for
 from torchcallbacks.utils import expected_sync, preserved_modes
+from torchcallbacks.weighting import ClassWeights, batch_from_arrays, class_weights_for
 
 _PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -52,7 +53,8 @@ class Trainer:
     Options (keywords): ``precision`` ("32", "16-mixed", "bf16-mixed"),
     ``accumulate_grad_batches`` (step every N batches and at each epoch end),
     ``gradient_clip_norm`` / ``gradient_clip_value`` (after unscaling), ``compile``
-    (``torch.compile``, falls back to eager with a warning), ``channels_last``.
+    (``torch.compile``, falls back to eager with a warning), ``channels_last``,
+    ``weighted_metrics`` (metrics weighted by ``sample_weight``/``class_weight``, as Keras's).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Trainer:
         gradient_clip_value: float | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        weighted_metrics: Sequence[Any] | Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -94,7 +97,8 @@ class Trainer:
         if wrapped is None and self._module is not self.model:
             distributed.release_at_exit(self)
         self.optimizer = resolve_optimizer(optimizer, self.model.parameters())
-        self.objective = Objective(loss, metrics)
+        self.objective = Objective(loss, metrics, weighted_metrics)
+        self.class_weights: ClassWeights | None = None  # of the fit or train_on_batch running
         self._steps: ObjectiveSteps = steps_for(self)
         self._train_tracker = self._steps.tracker()
         self._eval_tracker = self._steps.tracker()
@@ -198,17 +202,22 @@ class Trainer:
         validation_batch_size: int | None = None,
         validation_freq: int | Sequence[int] = 1,
         resume_from: str | None = None,
+        class_weight: Mapping[int, float] | None = None,
+        sample_weight: Any = None,
     ) -> History:
         """Train for ``epochs`` epochs and return the `History` of the epoch logs."""
         self._require_optimizer("fit")
         x, validation_data = from_data_module(x, "fit", validation_data)
+        self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
         if validation_split and validation_data is None:
-            (x, y), validation_data = split_validation(x, y, validation_split)
+            (x, y, sample_weight), validation_data = split_validation(
+                x, y, validation_split, sample_weight
+            )
         with expected_sync():  # once per fit: the seed, and in-memory data moved to the device
             self._data_generator.manual_seed(distributed.shared_seed(self.device))
             train = make_batches(
                 x, y, batch_size, shuffle, self.device, self.rank, self.world_size,
-                self._data_generator, training=True,
+                self._data_generator, training=True, sample_weight=sample_weight,
             )  # fmt: skip
             val = self._validation_batches(validation_data, validation_batch_size or batch_size)
         steps = steps_per_epoch if steps_per_epoch is not None else _length(train)
@@ -267,6 +276,7 @@ class Trainer:
                         break
             finally:
                 self._resume.in_epoch = False
+                self.class_weights = None
         callbacks.on_train_end(epoch_logs)
         self._callbacks = None
         return self.history  # type: ignore[return-value]
@@ -330,12 +340,15 @@ class Trainer:
             self._optimizer_step()
         position.in_epoch = False
 
-    def _forward_backward(self, batch: Any, batch_index: int) -> tuple[Any, int]:
+    def _forward_backward(
+        self, batch: Any, batch_index: int, accumulate: int | None = None
+    ) -> tuple[Any, int]:
         if self._eager_module is not None:
             return self._first_compiled_step(batch, batch_index)
         loss, values, size = self._steps.train_batch(batch, batch_index)
-        if self.accumulate_grad_batches > 1:
-            loss = loss / self.accumulate_grad_batches
+        accumulate = self.accumulate_grad_batches if accumulate is None else accumulate
+        if accumulate > 1:
+            loss = loss / accumulate
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
@@ -402,21 +415,20 @@ class Trainer:
         steps: int | None = None,
         callbacks: Sequence[Callback] | None = None,
         return_dict: bool = False,
+        sample_weight: Any = None,
     ) -> float | list[float] | dict[str, float]:
         """The loss (a float) without metrics, else ``[loss, *metrics]``, or a dict."""
         x = from_data_module(x, "test")[0]
         with expected_sync():
             batches = make_batches(
-                x, y, batch_size, False, self.device, self.rank, self.world_size
+                x, y, batch_size, False, self.device, self.rank, self.world_size,
+                sample_weight=sample_weight,
             )  # fmt: skip
         callback_list = self._callback_list(
             callbacks, False, verbose, 1, steps if steps is not None else _length(batches)
         )
         logs = self._run_evaluation(batches, callback_list, steps, test=True)
-        if return_dict:
-            return logs
-        values = list(logs.values())
-        return values[0] if len(values) == 1 else values
+        return _results(logs, return_dict)
 
     def _run_evaluation(
         self,
@@ -495,6 +507,60 @@ class Trainer:
                 outputs, gather=gather, order=batches.sample_order() if gather else None
             )
 
+    # -- single batches ----------------------------------------------------------------------
+    def train_on_batch(
+        self,
+        x: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        class_weight: Mapping[int, float] | None = None,
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
+        """One optimizer step on one batch. Returns that batch's loss (and metrics) as
+        `evaluate` does; metrics restart at each call, as in Keras 3."""
+        self._require_optimizer("train_on_batch")
+        batch = self._single_batch(x, y, sample_weight, class_weight)
+        self._train_tracker.reset()
+        with preserved_modes(self._module):
+            if not self._module.training:
+                self._module.train()
+            self.optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+            values, size = self._forward_backward(batch, 0, accumulate=1)
+            self._optimizer_step()
+        self.class_weights = None
+        self._train_tracker.update(values, size)
+        return self._batch_results(self._train_tracker, return_dict)
+
+    def test_on_batch(
+        self, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False
+    ) -> float | list[float] | dict[str, float]:
+        """The loss (and metrics) of one batch in eval mode, as `evaluate` returns them."""
+        batch = self._single_batch(x, y, sample_weight)
+        self._eval_tracker.reset()
+        with self._inference():
+            values, size = self._steps.test_batch(batch, 0)
+        self._eval_tracker.update(values, size)
+        return self._batch_results(self._eval_tracker, return_dict)
+
+    def predict_on_batch(self, x: Any) -> Any:
+        """The module's outputs for one batch, in eval mode, on the CPU."""
+        batch = self._single_batch(x, None, None)
+        with self._inference():
+            outputs = self._steps.predict_batch(batch, 0)
+        with expected_sync():
+            return concatenate_outputs([outputs], gather=False)
+
+    def _single_batch(
+        self, x: Any, y: Any, sample_weight: Any, class_weight: Any = None
+    ) -> tuple[Any, ...]:
+        self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
+        with expected_sync():
+            return batch_from_arrays(x, y, sample_weight, self.device)
+
+    def _batch_results(self, tracker: Any, return_dict: bool) -> Any:
+        with expected_sync():
+            return _results(tracker.logs(self._reduce), return_dict)
+
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
         """Eval mode and ``no_grad`` for evaluation and prediction, on the module without
@@ -544,15 +610,17 @@ class Trainer:
     ) -> TensorBatches | LoaderBatches | None:
         if validation_data is None:
             return None
-        if isinstance(validation_data, tuple) and len(validation_data) == 2:
-            x_val, y_val = validation_data
+        if isinstance(validation_data, tuple) and len(validation_data) in (2, 3):
+            x_val, y_val, weights = (*validation_data, None)[:3]
             return make_batches(
-                x_val, y_val, batch_size, False, self.device, self.rank, self.world_size
-            )
+                x_val, y_val, batch_size, False, self.device, self.rank, self.world_size,
+                sample_weight=weights,
+            )  # fmt: skip
         if isinstance(validation_data, tuple):
             raise ValueError(
-                "validation_data must be (x_val, y_val), a DataLoader, a Dataset or an iterable "
-                f"of batches; got a tuple of {len(validation_data)} items."
+                "validation_data must be (x_val, y_val), (x_val, y_val, sample_weight), a "
+                "DataLoader, a Dataset or an iterable of batches; got a tuple of "
+                f"{len(validation_data)} items."
             )
         return make_batches(
             validation_data, None, batch_size, False, self.device, self.rank, self.world_size
@@ -615,6 +683,14 @@ class Trainer:
         from torchcallbacks.checkpoint_io import save_checkpoint
 
         save_checkpoint(path, self.checkpoint_state())
+
+
+def _results(logs: dict[str, Any], return_dict: bool) -> Any:
+    """What Keras's evaluate and *_on_batch return: the logs, the loss alone, or a list."""
+    if return_dict:
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values
 
 
 def _length(batches: TensorBatches | LoaderBatches) -> int | None:
