@@ -20,7 +20,7 @@ from torchcallbacks.callbacks.base import Callback, CallbackList, sanitize_logs
 from torchcallbacks.callbacks.history import History
 from torchcallbacks.data import LoaderBatches, TensorBatches, make_batches, split_validation
 from torchcallbacks.metrics import Objective
-from torchcallbacks.optimizers import resolve_optimizer
+from torchcallbacks.optimizers import expose_on_module, resolve_optimizer
 from torchcallbacks.resume_state import ResumeState
 from torchcallbacks.rng import set_rng_state
 from torchcallbacks.steps import ObjectiveSteps, concatenate_outputs
@@ -528,6 +528,7 @@ class Trainer:
         if training:
             callbacks = [*self._steps.callbacks(), *(callbacks or [])]
         show_progress = verbose != 0 and self.is_main_process
+        expose_on_module(self.model, self.optimizer)  # Keras callbacks' self.model.optimizer
         return CallbackList(
             callbacks,
             trainer=self,
