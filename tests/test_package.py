@@ -13,7 +13,7 @@ from torchcallbacks import callbacks
 SPEC_CALLBACKS = [
     "History", "BaseLogger", "ProgbarLogger", "EarlyStopping", "LearningRateScheduler",
     "ReduceLROnPlateau", "ModelCheckpoint", "TensorBoard", "LambdaCallback", "TerminateOnNaN",
-    "RemoteMonitor", "CSVLogger", "JSONLogger", "BackupAndRestore",
+    "RemoteMonitor", "CSVLogger", "JSONLogger", "BackupAndRestore", "SwapEMAWeights",
 ]  # fmt: skip
 
 

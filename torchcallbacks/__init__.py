@@ -17,6 +17,7 @@ from torchcallbacks.callbacks import (  # noqa: E402
     ProgbarLogger,
     ReduceLROnPlateau,
     RemoteMonitor,
+    SwapEMAWeights,
     TensorBoard,
     TerminateOnNaN,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ProgbarLogger",
     "ReduceLROnPlateau",
     "RemoteMonitor",
+    "SwapEMAWeights",
     "TensorBoard",
     "TerminateOnNaN",
     "Trainer",

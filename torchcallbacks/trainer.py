@@ -19,6 +19,7 @@ from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback, CallbackList, sanitize_logs
 from torchcallbacks.callbacks.history import History
 from torchcallbacks.data import LoaderBatches, TensorBatches, make_batches, split_validation
+from torchcallbacks.ema import ExponentialMovingAverage
 from torchcallbacks.metrics import Objective
 from torchcallbacks.optimizers import expose_on_module, resolve_optimizer
 from torchcallbacks.resume_state import ResumeState
@@ -46,7 +47,9 @@ class Trainer:
     Options (keywords): ``precision`` ("32", "16-mixed", "bf16-mixed"),
     ``accumulate_grad_batches`` (step every N batches and at each epoch end),
     ``gradient_clip_norm`` / ``gradient_clip_value`` (after unscaling), ``compile``
-    (``torch.compile``, falls back to eager with a warning), ``channels_last``.
+    (``torch.compile``, falls back to eager with a warning), ``channels_last``,
+    ``ema_momentum`` (keep ``trainer.ema``, a moving average of the weights updated after each
+    optimizer step and copied into the module when `fit` ends, as Keras's ``use_ema``).
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class Trainer:
         gradient_clip_value: float | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        ema_momentum: float | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -107,6 +111,9 @@ class Trainer:
         self.gradient_clip_value = gradient_clip_value
         self.channels_last = channels_last
         self._compile_requested = compile
+        self.ema = (
+            None if ema_momentum is None else ExponentialMovingAverage(self.model, ema_momentum)
+        )
 
         self.history: History | None = None
         self._stop_training = False
@@ -265,6 +272,8 @@ class Trainer:
                         break
             finally:
                 self._resume.in_epoch = False
+        if self.ema is not None:
+            self.ema.copy_to_module()
         callbacks.on_train_end(epoch_logs)
         self._callbacks = None
         return self.history  # type: ignore[return-value]
@@ -357,6 +366,8 @@ class Trainer:
         else:
             optimizer.step()
         self.global_step += 1
+        if self.ema is not None:
+            self.ema.update()
 
     def _reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         return distributed.all_reduce_sum(tensor)

@@ -1,0 +1,180 @@
+"""Trainer(ema_momentum=...) and SwapEMAWeights: Keras 3's EMA of the weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchcallbacks import Callback, ModelCheckpoint, SwapEMAWeights, Trainer
+
+
+class WeightRecorder(Callback):
+    """The module's weight and the EMA after each training batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights: list[float] = []
+        self.averages: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.weights.append(self.model.weight.item())
+        self.averages.append(self.trainer.ema.averages()["weight"].item())
+
+
+def test_average_after_three_steps_matches_the_hand_computed_numbers():
+    # loss = w**2 on x=1, y=0, so SGD(lr=0.1) gives w <- 0.8 w: 0.8, 0.64, 0.512.
+    # Keras's EMA: the first step copies, then a <- 0.5 a + 0.5 w: 0.8, 0.72, 0.616.
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), "mse", ema_momentum=0.5)
+    recorder = WeightRecorder()
+    trainer.fit(
+        torch.ones(3, 1), torch.zeros(3, 1), batch_size=1, shuffle=False, verbose=0,
+        callbacks=[recorder],
+    )  # fmt: skip
+    assert recorder.weights == pytest.approx([0.8, 0.64, 0.512])
+    assert recorder.averages == pytest.approx([0.8, 0.72, 0.616])
+    assert model.weight.item() == pytest.approx(0.616)  # fit ends with the average copied in
+    assert trainer.ema.updates == 3
+
+
+def test_average_is_updated_after_each_optimizer_step_not_each_batch():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    trainer = Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), "mse", ema_momentum=0.5,
+        accumulate_grad_batches=2,
+    )  # fmt: skip
+    # Two steps, each on the mean gradient of two batches: w <- 0.8 w twice.
+    trainer.fit(torch.ones(4, 1), torch.zeros(4, 1), batch_size=1, shuffle=False, verbose=0)
+    assert trainer.ema.updates == 2
+    assert model.weight.item() == pytest.approx(0.5 * 0.8 + 0.5 * 0.64)
+
+
+def _data(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(32, 3, generator=generator)
+    return x, x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+
+
+def _trainer(momentum: float = 0.9) -> Trainer:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    return Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05), "mse",
+                   ema_momentum=momentum)  # fmt: skip
+
+
+def _mse_with(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> float:
+    return torch.nn.functional.mse_loss(x @ weights["weight"].T + weights["bias"], y).item()
+
+
+class ValidationOnAverages(Callback):
+    """At each epoch end: the loss of the EMA weights on the validation data, by hand."""
+
+    def __init__(self, validation: tuple[torch.Tensor, torch.Tensor]) -> None:
+        super().__init__()
+        self.validation = validation
+        self.expected: list[float] = []
+        self.reported: list[float] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.expected.append(_mse_with(self.trainer.ema.averages(), *self.validation))
+        self.reported.append(logs["val_loss"])
+
+
+def test_swap_ema_weights_validates_on_the_averages():
+    train, validation = _data(0), _data(1)
+    trainer = _trainer()
+    check = ValidationOnAverages(validation)
+    trainer.fit(
+        *train, batch_size=8, epochs=3, verbose=0, validation_data=validation,
+        callbacks=[SwapEMAWeights(), check],
+    )  # fmt: skip
+    assert check.reported == pytest.approx(check.expected, rel=1e-5)
+    # As in Keras: the last val_loss is what evaluate() gives after fit.
+    assert check.reported[-1] == pytest.approx(trainer.evaluate(*validation, verbose=0), rel=1e-5)
+
+    without = _trainer()
+    history = without.fit(*train, batch_size=8, epochs=3, verbose=0, validation_data=validation)
+    assert history.history["val_loss"][-1] != pytest.approx(
+        without.evaluate(*validation, verbose=0), rel=1e-3
+    )
+
+
+def test_evaluate_and_predict_use_the_averages_and_then_put_the_weights_back():
+    train, validation = _data(0), _data(1)
+    trainer = _trainer()
+    model = trainer.model
+    trainer.fit(*train, batch_size=8, epochs=2, verbose=0)
+    with torch.no_grad():  # the module moves on from the averages (as more training would)
+        model.weight.add_(1.0)
+    training_weight = model.weight.detach().clone()
+    averages = {name: value.clone() for name, value in trainer.ema.averages().items()}
+
+    loss = trainer.evaluate(*validation, verbose=0, callbacks=[SwapEMAWeights()])
+    assert loss == pytest.approx(_mse_with(averages, *validation), rel=1e-5)
+    assert torch.equal(model.weight, training_weight)
+
+    predictions = trainer.predict(validation[0], verbose=0, callbacks=[SwapEMAWeights()])
+    expected = validation[0] @ averages["weight"].T + averages["bias"]
+    torch.testing.assert_close(predictions, expected)
+    assert torch.equal(model.weight, training_weight)  # Keras 3 leaves the averages in
+
+
+class AveragesAtEpochEnd(Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: list[dict[str, torch.Tensor]] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.saved.append({k: v.clone() for k, v in self.trainer.ema.averages().items()})
+
+
+def test_swap_on_epoch_checkpoints_hold_the_averages_and_training_goes_on(tmp_path):
+    train = _data(0)
+    recorder = AveragesAtEpochEnd()
+    trainer = _trainer()
+    checkpoint = ModelCheckpoint(str(tmp_path / "{epoch}.pt"), save_weights_only=True)
+    trainer.fit(
+        *train, batch_size=8, epochs=3, verbose=0,
+        callbacks=[SwapEMAWeights(swap_on_epoch=True), checkpoint, recorder],
+    )  # fmt: skip
+    for epoch, averages in enumerate(recorder.saved, start=1):
+        saved = torch.load(tmp_path / f"{epoch}.pt", weights_only=True)
+        torch.testing.assert_close(dict(saved), averages)
+    final = trainer.model.state_dict()
+    torch.testing.assert_close(dict(torch.load(tmp_path / "3.pt", weights_only=True)), final)
+
+    plain = _trainer()
+    plain.fit(*train, batch_size=8, epochs=3, verbose=0)  # no swapping: the same training
+    torch.testing.assert_close(plain.model.state_dict(), final)
+
+
+@pytest.mark.parametrize(("swap_on_epoch", "suffix"), [(False, "pt"), (True, "pt"), (True, "h5")])
+def test_resume_from_a_full_checkpoint_is_exact(tmp_path, swap_on_epoch, suffix):
+    train = _data(0)
+    callbacks = [SwapEMAWeights(swap_on_epoch=True)] if swap_on_epoch else []
+    full = ModelCheckpoint(str(tmp_path / f"{{epoch}}.{suffix}"), save_weights_only=False)
+    straight = _trainer()
+    straight.fit(*train, batch_size=8, epochs=4, verbose=0, callbacks=[*callbacks, full])
+
+    resumed = _trainer()
+    callbacks = [SwapEMAWeights(swap_on_epoch=True)] if swap_on_epoch else []
+    resumed.fit(
+        *train, batch_size=8, epochs=4, verbose=0, callbacks=callbacks,
+        resume_from=str(tmp_path / f"2.{suffix}"),
+    )  # fmt: skip
+    assert resumed.ema.updates == straight.ema.updates == 16
+    torch.testing.assert_close(resumed.model.state_dict(), straight.model.state_dict())
+    torch.testing.assert_close(resumed.ema.averages(), straight.ema.averages())
+
+
+def test_swap_ema_weights_without_ema_and_a_bad_momentum_raise():
+    model = torch.nn.Linear(3, 1)
+    trainer = Trainer(model, "sgd", "mse")
+    with pytest.raises(ValueError, match="SwapEMAWeights must be used when `ema_momentum` is set"):
+        trainer.fit(*_data(0), verbose=0, callbacks=[SwapEMAWeights()])
+    with pytest.raises(ValueError, match=r"ema_momentum must be a float in \[0, 1\]"):
+        Trainer(model, "sgd", "mse", ema_momentum=1.5)
