@@ -29,7 +29,7 @@ def test_import_loads_no_optional_extra():
     code = (
         "import sys, torchcallbacks\n"
         "print(sorted(m for m in ('h5py', 'tensorboard', 'requests', 'torchvision', "
-        "'matplotlib') if m in sys.modules))"
+        "'matplotlib', 'torchinfo', 'torchview', 'graphviz') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120

@@ -22,6 +22,7 @@ from torchcallbacks.callbacks import (  # noqa: E402
     TerminateOnNaN,
 )
 from torchcallbacks.checkpoint_io import load_checkpoint, seed_everything  # noqa: E402
+from torchcallbacks.summary import plot_model  # noqa: E402
 from torchcallbacks.trainer import Trainer  # noqa: E402
 
 __all__ = [
@@ -45,5 +46,6 @@ __all__ = [
     "Trainer",
     "__version__",
     "load_checkpoint",
+    "plot_model",
     "seed_everything",
 ]

@@ -606,6 +606,19 @@ class Trainer:
         """Resume from ``state`` once every callback has run ``on_train_begin``."""
         self._resume.pending = state
 
+    # -- summary ---------------------------------------------------------------------------
+    def summary(self, input_data: Any = None, print_fn: Callable[[str], Any] | None = print) -> str:
+        """Print and return Keras's table of the module's layers, output shapes and parameter
+        counts. The shapes come from ``input_data``, else from the last `fit`'s first batch;
+        needs ``pip install "torchcallbacks[summary]"`` (torchinfo)."""
+        from torchcallbacks.summary import summarize
+
+        inputs = self.example_batch_inputs if input_data is None else input_data
+        text = summarize(self.model, inputs, self.device)
+        if print_fn is not None and self.is_main_process:
+            print_fn(text)
+        return text
+
     # -- files -----------------------------------------------------------------------------
     def save_weights(self, path: str) -> None:
         """Save the module's ``state_dict`` (``.h5``/``.hdf5``: HDF5, else ``torch.save``)."""
