@@ -149,3 +149,10 @@ def test_missing_extra_raises_an_import_error_naming_it(monkeypatch, missing, ca
     monkeypatch.setitem(sys.modules, missing, None)  # makes `import missing` fail
     with pytest.raises(ImportError, match=rf'pip install "torchcallbacks\[{extra}\]"'):
         call()
+
+
+def test_plot_model_without_graphviz_dot_says_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` on PATH
+    with pytest.raises(ImportError, match="needs Graphviz's 'dot' program"):
+        plot_model(_model(), tmp_path / "model.png", input_data=torch.randn(2, 4))
+    assert not (tmp_path / "model.png").exists()
