@@ -1,4 +1,4 @@
-"""trainer.summary(): Keras's table with torchinfo; plot_model(): the graph with torchview."""
+"""trainer.summary(): Keras's table; plot_model(): the graph, drawn with torchview and Graphviz."""
 
 from __future__ import annotations
 
@@ -117,6 +117,41 @@ def test_keyword_inputs_thousands_separators_and_kilobytes():
     ]
 
 
+class Recurrent(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(2, 4, batch_first=True)  # 4 * 4 * (2 + 4 + 2) = 128
+        self.head = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+def test_every_output_of_a_layer_is_shown():
+    text = Trainer(Recurrent(), "sgd", "mse").summary(torch.randn(3, 5, 2), print_fn=None)
+    assert _rows(text) == [
+        ["lstm (LSTM)", "[(3, 5, 4), [(1, 3, 4), (1, 3, 4)]]", "128"],  # output, (h, c)
+        ["head (Linear)", "(3, 1)", "5"],
+    ]
+
+
+def test_huggingface_model_output_shapes():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16, max_position_embeddings=16,
+    )  # fmt: skip
+    model = transformers.BertForSequenceClassification(config)
+    trainer = Trainer(model, "adam")
+    inputs = {"input_ids": torch.randint(0, 30, (2, 6)), "attention_mask": torch.ones(2, 6)}
+    rows = _rows(trainer.summary(input_data=inputs, print_fn=None))
+    assert rows[0][:2] == [
+        "bert (BertModel)",
+        "{last_hidden_state: (2, 6, 8), pooler_output: (2, 8)}",
+    ]
+    assert rows[-1] == ["classifier (Linear)", "(2, 2)", "18"]  # 8 * 2 + 2
+
+
 def test_a_module_without_children_is_one_row():
     text = Trainer(torch.nn.Linear(3, 2), "sgd", "mse").summary(print_fn=None)
     assert _rows(text) == [["Linear (Linear)", "?", "8"]]
@@ -140,7 +175,6 @@ def test_plot_model_writes_a_png_from_a_trainer_and_from_a_module(tmp_path):
 @pytest.mark.parametrize(
     ("missing", "call", "extra"),
     [
-        ("torchinfo", lambda: Trainer(_model(), "sgd", "mse").summary(), "summary"),
         ("torchview", lambda: plot_model(_model(), input_data=torch.randn(2, 4)), "plot"),
         ("graphviz", lambda: plot_model(_model(), input_data=torch.randn(2, 4)), "plot"),
     ],
@@ -156,3 +190,18 @@ def test_plot_model_without_graphviz_dot_says_to_install_it(monkeypatch, tmp_pat
     with pytest.raises(ImportError, match="needs Graphviz's 'dot' program"):
         plot_model(_model(), tmp_path / "model.png", input_data=torch.randn(2, 4))
     assert not (tmp_path / "model.png").exists()
+
+
+def test_plot_model_of_a_huggingface_model(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(
+        n_layer=1, n_head=2, n_embd=8, vocab_size=50, n_positions=16, bos_token_id=0,
+        eos_token_id=0,
+    )  # fmt: skip
+    model = transformers.GPT2LMHeadModel(config)
+    inputs = {"input_ids": torch.randint(0, 50, (2, 6))}
+    with pytest.raises(RuntimeError, match="pass use_cache=False in its config"):
+        plot_model(model, tmp_path / "cache.png", input_data=inputs)  # the cache is no tensor
+    model.config.use_cache = False
+    plot_model(model, tmp_path / "gpt2.png", input_data=inputs)
+    assert (tmp_path / "gpt2.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

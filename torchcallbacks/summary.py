@@ -1,10 +1,12 @@
-"""Keras's ``model.summary()`` table (with torchinfo) and ``plot_model`` (with torchview).
+"""Keras's ``model.summary()`` table and ``plot_model`` (with torchview and Graphviz).
 
 `Trainer.summary` prints one row per direct submodule, as Keras lists a model's layers:
 its name and class, its output shape when an input is known, and its parameter count,
-then the totals in Keras's wording. ``plot_model`` draws the module's graph with torchview
-and Graphviz. Both are optional extras: ``pip install "torchcallbacks[summary]"`` for the
-table, ``pip install "torchcallbacks[plot]"`` plus Graphviz's ``dot`` program for the image.
+then the totals in Keras's wording. The shapes come from forward hooks on those
+submodules during one forward pass, so that every output of a layer is shown, including
+the tensors of a HuggingFace ``ModelOutput`` (torchinfo sizes only a layer's first tensor
+output, and none of a ``ModelOutput``'s). ``plot_model`` draws the module's graph with
+torchview and Graphviz: ``pip install "torchcallbacks[plot]"`` plus Graphviz's ``dot``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from torchcallbacks.checkpoint_io import atomic_write
+from torchcallbacks.data import move_to_device
 from torchcallbacks.utils import preserved_modes, require
 
 if TYPE_CHECKING:
@@ -35,22 +38,35 @@ def summarize(module: torch.nn.Module, input_data: Any = None, device: Any = Non
     Parameters count as in torch: buffers such as BatchNorm's running statistics are not
     parameters (Keras counts its moving statistics as non-trainable weights).
     """
-    torchinfo = require("torchinfo", "summary", feature="Trainer.summary()")
+    children = list(module.named_children()) or [(type(module).__name__, module)]
     shapes: dict[int, str] = {}
     if input_data is not None:
-        with _untouched(module, device):
-            stats = torchinfo.summary(
-                module, input_data=input_data, depth=1, device=device, mode="eval", verbose=0
-            )
-        for layer in stats.summary_list:  # the last call of a module called several times
-            if layer.module is not None:
-                shapes[id(layer.module)] = _format_shape(layer.output_size)
-    children = list(module.named_children()) or [(type(module).__name__, module)]
+
+        def record(layer: torch.nn.Module, args: Any, output: Any) -> None:
+            shapes[id(layer)] = _format_shapes(output)  # the last call of a shared layer
+
+        hooks = [child.register_forward_hook(record) for _, child in children]
+        try:
+            with _untouched(module, device):
+                module.eval()
+                _call(module, input_data if device is None else move_to_device(input_data, device))
+        finally:
+            for hook in hooks:
+                hook.remove()
     rows = [
         (f"{name} ({type(child).__name__})", shapes.get(id(child), "?"), _count(child))
         for name, child in children
     ]
     return "\n".join([f'Model: "{type(module).__name__}"', *_table(rows), *_totals(module)])
+
+
+def _call(module: torch.nn.Module, inputs: Any) -> Any:
+    """Call ``module`` on batch inputs the way `Trainer` does."""
+    if isinstance(inputs, Mapping):
+        return module(**inputs)
+    if isinstance(inputs, tuple | list):
+        return module(*inputs)
+    return module(inputs)
 
 
 def plot_model(
@@ -89,11 +105,18 @@ def plot_model(
     path = os.fspath(to_file)
     file_format = os.path.splitext(path)[1].lstrip(".").lower() or "png"
     positional = input_data if isinstance(input_data, Mapping | torch.Tensor) else list(input_data)
-    with _untouched(model, device):
-        graph = torchview.draw_graph(
-            model, input_data=positional, device=device, mode="eval", show_shapes=show_shapes,
-            graph_name=type(model).__name__, depth=3,
-        )  # fmt: skip
+    try:
+        with _untouched(model, device):
+            graph = torchview.draw_graph(
+                model, input_data=positional, device=device, mode="eval",
+                show_shapes=show_shapes, graph_name=type(model).__name__, depth=3,
+            )  # fmt: skip
+    except Exception as error:
+        raise RuntimeError(
+            f"plot_model could not trace {type(model).__name__} with torchview "
+            f"({type(error).__name__}: {error}). Outputs that are not tensors are a common "
+            "cause: for a HuggingFace model, pass use_cache=False in its config."
+        ) from error
     import graphviz
 
     try:
@@ -120,12 +143,21 @@ def _untouched(module: torch.nn.Module, device: Any):
         yield
 
 
-def _format_shape(size: Any) -> str:
-    if not size:
-        return "?"
-    if all(isinstance(dim, int) for dim in size):
-        return f"({', '.join(str(dim) for dim in size)})"
-    return "[" + ", ".join(_format_shape(part) for part in size) + "]"
+def _format_shapes(output: Any) -> str:
+    """``(2, 8)`` for a tensor; Keras's ``[(2, 8), (2, 3)]`` / ``{logits: (2, 3)}`` for
+    several; ``?`` when the output holds no tensor."""
+    if isinstance(output, torch.Tensor):
+        return f"({', '.join(str(dim) for dim in output.shape)})"
+    if isinstance(output, Mapping):
+        parts = [f"{key}: {_format_shapes(value)}" for key, value in output.items()]
+        parts = [part for part in parts if not part.endswith(": ?")]
+        return "{" + ", ".join(parts) + "}" if parts else "?"
+    if isinstance(output, tuple | list):
+        parts = [part for part in map(_format_shapes, output) if part != "?"]
+        if len(parts) == 1:
+            return parts[0]
+        return "[" + ", ".join(parts) + "]" if parts else "?"
+    return "?"
 
 
 def _count(module: torch.nn.Module) -> str:

@@ -609,8 +609,8 @@ class Trainer:
     # -- summary ---------------------------------------------------------------------------
     def summary(self, input_data: Any = None, print_fn: Callable[[str], Any] | None = print) -> str:
         """Print and return Keras's table of the module's layers, output shapes and parameter
-        counts. The shapes come from ``input_data``, else from the last `fit`'s first batch;
-        needs ``pip install "torchcallbacks[summary]"`` (torchinfo)."""
+        counts. The shapes come from ``input_data``, else from the last `fit`'s first batch
+        (one forward pass in eval mode, without gradients)."""
         from torchcallbacks.summary import summarize
 
         inputs = self.example_batch_inputs if input_data is None else input_data
