@@ -178,3 +178,35 @@ def test_swap_ema_weights_without_ema_and_a_bad_momentum_raise():
         trainer.fit(*_data(0), verbose=0, callbacks=[SwapEMAWeights()])
     with pytest.raises(ValueError, match=r"ema_momentum must be a float in \[0, 1\]"):
         Trainer(model, "sgd", "mse", ema_momentum=1.5)
+
+
+def test_steps_a_grad_scaler_skips_are_not_averaged_in():
+    x, y = torch.randn(96, 8), torch.randint(0, 2, (96,))
+    model = _fresh()
+    before = [[p.detach().clone() for p in model.parameters()]]
+    trainer = Trainer(model, "sgd", "cross_entropy", precision="16-mixed", ema_momentum=0.5)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)  # overflows at first
+    weights = []
+
+    class Record(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            weights.append([p.detach().clone() for p in model.parameters()])
+
+    trainer.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[Record()])
+    # A skipped step leaves the weights as they were: average the others by hand.
+    taken = [now for old, now in zip(before + weights, weights) if not _same(old, now)]
+    assert 0 < len(taken) < len(weights)  # some steps were skipped, others taken
+    assert trainer.ema.updates == len(taken)
+    expected = taken[0]
+    for now in taken[1:]:
+        expected = [0.5 * a + 0.5 * w for a, w in zip(expected, now)]
+    torch.testing.assert_close(list(trainer.ema.averages().values()), expected)
+
+
+def _fresh() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+
+
+def _same(old: list[torch.Tensor], new: list[torch.Tensor]) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(old, new))

@@ -43,6 +43,9 @@ class ExponentialMovingAverage:
         self.updates = 0  # optimizer steps averaged so far
         self.swapped = False  # True while the averages are in the module (`swap`)
         self._lerp = get_ema_multi_avg_fn(self.momentum)
+        self._watched: torch.optim.Optimizer | None = None  # see `watch`
+        self._hook: Any = None
+        self._stepped = False
         self._names: list[str] = []
         self._parameters: list[torch.Tensor] = []
         self._averages: list[torch.Tensor] = []
@@ -58,9 +61,26 @@ class ExponentialMovingAverage:
         self._parameters = [parameter.detach() for _, parameter in named]
         self._averages = [parameter.clone() for parameter in self._parameters]
 
+    def watch(self, optimizer: torch.optim.Optimizer) -> None:
+        """Make the next `update` count only if ``optimizer`` really takes its step (a
+        ``GradScaler`` skips the steps whose gradients hold inf or NaN). Call it before
+        the step; a cheap identity check once ``optimizer`` is watched."""
+        if optimizer is not self._watched:
+            if self._hook is not None:
+                self._hook.remove()
+            self._hook = optimizer.register_step_post_hook(self._record_step)
+            self._watched = optimizer
+
+    def _record_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._stepped = True
+
     @torch.no_grad()
     def update(self) -> None:
         """Fold the current weights into the averages (call after each optimizer step)."""
+        if self._watched is not None:
+            stepped, self._stepped = self._stepped, False
+            if not stepped:  # skipped by a GradScaler
+                return
         if not self._parameters:
             self._bind()
         if self.updates == 0:

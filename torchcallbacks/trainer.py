@@ -352,6 +352,8 @@ class Trainer:
     def _optimizer_step(self) -> None:
         optimizer = self.optimizer
         scaler = self.scaler
+        if self.ema is not None:
+            self.ema.watch(optimizer)  # steps the scaler skips are not averaged in
         if self.gradient_clip_norm is not None or self.gradient_clip_value is not None:
             if scaler is not None:
                 scaler.unscale_(optimizer)
