@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from torchcallbacks import Callback, ModelCheckpoint, SwapEMAWeights, Trainer
+from torchcallbacks import BackupAndRestore, Callback, ModelCheckpoint, SwapEMAWeights, Trainer
 
 
 class WeightRecorder(Callback):
@@ -166,6 +166,48 @@ def test_resume_from_a_full_checkpoint_is_exact(tmp_path, swap_on_epoch, suffix)
         *train, batch_size=8, epochs=4, verbose=0, callbacks=callbacks,
         resume_from=str(tmp_path / f"2.{suffix}"),
     )  # fmt: skip
+    assert resumed.ema.updates == straight.ema.updates == 16
+    torch.testing.assert_close(resumed.model.state_dict(), straight.model.state_dict())
+    torch.testing.assert_close(resumed.ema.averages(), straight.ema.averages())
+
+
+class BatchCounter(Callback):
+    batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+class RaiseAt(Callback):
+    def __init__(self, global_batch: int) -> None:
+        super().__init__()
+        self.global_batch = global_batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.trainer.global_train_batch == self.global_batch:
+            raise RuntimeError("interrupted")
+
+
+@pytest.mark.parametrize("save_freq", ["epoch", 3])
+def test_backup_and_restore_continues_the_average_exactly(tmp_path, save_freq):
+    train = _data(0)
+
+    def run(*extra: Callback) -> Trainer:
+        trainer = _trainer()
+        callbacks = [
+            SwapEMAWeights(swap_on_epoch=True),
+            BackupAndRestore(str(tmp_path / f"backup-{save_freq}"), save_freq=save_freq),
+        ]
+        trainer.fit(*train, batch_size=8, epochs=4, verbose=0, callbacks=[*callbacks, *extra])
+        return trainer
+
+    straight = _trainer()
+    straight.fit(*train, batch_size=8, epochs=4, verbose=0)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run(RaiseAt(10))  # in the third epoch, after backups with the averages swapped in
+    counter = BatchCounter()
+    resumed = run(counter)
+    assert 0 < counter.batches < 16  # it resumed rather than started again
     assert resumed.ema.updates == straight.ema.updates == 16
     torch.testing.assert_close(resumed.model.state_dict(), straight.model.state_dict())
     torch.testing.assert_close(resumed.ema.averages(), straight.ema.averages())
