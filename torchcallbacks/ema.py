@@ -84,7 +84,7 @@ class ExponentialMovingAverage:
         if not self._parameters:
             self._bind()
         if self.updates == 0:
-            torch._foreach_copy_(self._averages, self._parameters)
+            _copy(self._averages, self._parameters)
         elif self._averages:
             self._lerp(self._averages, self._parameters, self.updates)
         self.updates += 1
@@ -105,10 +105,10 @@ class ExponentialMovingAverage:
         if self.updates == 0:
             return
         if self.swapped:  # the module holds the averages already
-            torch._foreach_copy_(self._averages, self._parameters)
+            _copy(self._averages, self._parameters)
             self.swapped = False
         else:
-            torch._foreach_copy_(self._parameters, self._averages)
+            _copy(self._parameters, self._averages)
 
     def averages(self) -> dict[str, torch.Tensor]:
         """The averaged weights by parameter name (live tensors), whatever is swapped."""
@@ -148,3 +148,8 @@ class ExponentialMovingAverage:
                 parameter.copy_(training[name])
         self.updates = int(state["updates"])
         self.swapped = False
+
+
+def _copy(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    for target, source in zip(targets, sources):
+        target.copy_(source)
