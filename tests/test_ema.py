@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -252,3 +256,43 @@ def _fresh() -> torch.nn.Sequential:
 
 def _same(old: list[torch.Tensor], new: list[torch.Tensor]) -> bool:
     return all(torch.equal(a, b) for a, b in zip(old, new))
+
+
+DDP_SCRIPT = """
+import sys, torch
+from torchcallbacks import SwapEMAWeights, Trainer
+
+torch.manual_seed(0)
+x = torch.randn(64, 3)
+y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+model = torch.nn.Linear(3, 1)
+trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05), "mse", device="cpu",
+                  ema_momentum=0.9)
+history = trainer.fit(x, y, batch_size=16 // trainer.world_size, epochs=3, shuffle=False,
+                      verbose=0,
+                      validation_data=(x, y), callbacks=[SwapEMAWeights()])
+torch.save({"averages": trainer.ema.averages(), "val_loss": history.history["val_loss"],
+            "updates": trainer.ema.updates}, f"{sys.argv[1]}/rank{trainer.rank}.pt")
+"""
+
+
+def test_under_torchrun_every_rank_keeps_the_single_process_average(tmp_path):
+    script = tmp_path / "ema_ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", TORCHCALLBACKS_DIST_TIMEOUT="60")
+    runs = {"single": [sys.executable], "ddp": [sys.executable, "-m", "torch.distributed.run",
+            "--standalone", "--nproc_per_node=2"]}  # fmt: skip
+    for name, launcher in runs.items():
+        (tmp_path / name).mkdir()
+        done = subprocess.run(
+            [*launcher, str(script), str(tmp_path / name)],
+            capture_output=True, text=True, timeout=180, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    single = torch.load(tmp_path / "single" / "rank0.pt")
+    for rank in (0, 1):  # batches of 8 per rank: DDP takes the single process's steps
+        ddp = torch.load(tmp_path / "ddp" / f"rank{rank}.pt")
+        assert ddp["updates"] == single["updates"] == 12
+        torch.testing.assert_close(ddp["averages"], single["averages"])
+        assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-5)
