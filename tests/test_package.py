@@ -18,7 +18,8 @@ SPEC_CALLBACKS = [
 
 
 def test_top_level_and_callbacks_exports():
-    for name in ["Trainer", "Callback", "CallbackList", "load_checkpoint", *SPEC_CALLBACKS]:
+    functions = ["Trainer", "Callback", "CallbackList", "load_checkpoint", "plot_model"]
+    for name in [*functions, *SPEC_CALLBACKS]:
         assert hasattr(torchcallbacks, name), name
     for name in SPEC_CALLBACKS:
         assert getattr(callbacks, name) is getattr(torchcallbacks, name)
