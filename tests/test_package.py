@@ -13,12 +13,13 @@ from torchcallbacks import callbacks
 SPEC_CALLBACKS = [
     "History", "BaseLogger", "ProgbarLogger", "EarlyStopping", "LearningRateScheduler",
     "ReduceLROnPlateau", "ModelCheckpoint", "TensorBoard", "LambdaCallback", "TerminateOnNaN",
-    "RemoteMonitor", "CSVLogger", "JSONLogger", "BackupAndRestore",
+    "RemoteMonitor", "CSVLogger", "JSONLogger", "BackupAndRestore", "SwapEMAWeights",
 ]  # fmt: skip
 
 
 def test_top_level_and_callbacks_exports():
-    for name in ["Trainer", "Callback", "CallbackList", "load_checkpoint", *SPEC_CALLBACKS]:
+    functions = ["Trainer", "Callback", "CallbackList", "load_checkpoint", "plot_model"]
+    for name in [*functions, *SPEC_CALLBACKS]:
         assert hasattr(torchcallbacks, name), name
     for name in SPEC_CALLBACKS:
         assert getattr(callbacks, name) is getattr(torchcallbacks, name)
@@ -29,7 +30,7 @@ def test_import_loads_no_optional_extra():
     code = (
         "import sys, torchcallbacks\n"
         "print(sorted(m for m in ('h5py', 'tensorboard', 'requests', 'torchvision', "
-        "'matplotlib') if m in sys.modules))"
+        "'matplotlib', 'torchinfo', 'torchview', 'graphviz') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120

@@ -75,11 +75,12 @@ def test_piped_verbose_2_one_line_per_epoch():
     assert re.fullmatch(pattern, lines[3])
 
 
-def test_piped_keras3_style_has_no_ansi_and_counts_samples():
-    # A ProgbarLogger the user builds counts samples by default (tf.keras's default).
+def test_piped_keras3_style_has_no_ansi_and_counts_steps():
+    # Keras 3 has no count_mode: its bar counts steps even though a ProgbarLogger the user
+    # builds counts samples by default in the tf.keras style.
     lines = _run(1, "keras3").splitlines()
     assert re.fullmatch(
-        r"40/40 ━{20} \d+s \d+(ms|us)/sample - loss: \d+\.\d{4} - mae: \d+\.\d{4} - val_loss: "
+        r"4/4 ━{20} \d+s \d+(ms|us)/step - loss: \d+\.\d{4} - mae: \d+\.\d{4} - val_loss: "
         r"\d+\.\d{4} - val_mae: \d+\.\d{4}",
         lines[1],
     )
@@ -98,3 +99,22 @@ def test_terminal_redraws_in_place():
 
 def test_verbose_0_prints_nothing():
     assert _run(0) == ""
+
+
+def test_count_mode_samples_counts_samples_in_keras2_style_only():
+    import io
+
+    import torch
+
+    from torchcallbacks import ProgbarLogger, Trainer
+
+    x, y = torch.randn(40, 3), torch.randn(40, 1)
+    lines = {}
+    for style in ("keras2", "keras3"):
+        stream = io.StringIO()
+        trainer = Trainer(torch.nn.Linear(3, 1), "sgd", "mse")
+        logger = ProgbarLogger(count_mode="samples", style=style, stream=stream)
+        trainer.fit(x, y, batch_size=10, epochs=1, verbose=2, callbacks=[logger])
+        lines[style] = stream.getvalue().splitlines()
+    assert re.fullmatch(r"40/40 - .* \d+(s|ms|us)/sample", lines["keras2"][-1])
+    assert re.fullmatch(r"4/4 - \d+s - \d+(s|ms|us)/step - loss: \d+\.\d{4}", lines["keras3"][-1])

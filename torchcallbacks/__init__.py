@@ -17,10 +17,12 @@ from torchcallbacks.callbacks import (  # noqa: E402
     ProgbarLogger,
     ReduceLROnPlateau,
     RemoteMonitor,
+    SwapEMAWeights,
     TensorBoard,
     TerminateOnNaN,
 )
 from torchcallbacks.checkpoint_io import load_checkpoint, seed_everything  # noqa: E402
+from torchcallbacks.summary import plot_model  # noqa: E402
 from torchcallbacks.trainer import Trainer  # noqa: E402
 
 __all__ = [
@@ -38,10 +40,12 @@ __all__ = [
     "ProgbarLogger",
     "ReduceLROnPlateau",
     "RemoteMonitor",
+    "SwapEMAWeights",
     "TensorBoard",
     "TerminateOnNaN",
     "Trainer",
     "__version__",
     "load_checkpoint",
+    "plot_model",
     "seed_everything",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 import torch
@@ -34,3 +35,26 @@ def resolve_optimizer(
     raise TypeError(
         f"optimizer must be a torch.optim.Optimizer or a name; got {type(optimizer).__name__}"
     )
+
+
+_MISSING = object()
+# The optimizer each module was given by `expose_on_module`, to tell it from the module's own.
+_exposed: weakref.WeakKeyDictionary[torch.nn.Module, torch.optim.Optimizer | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def expose_on_module(module: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    """Set ``module.optimizer`` to the trainer's optimizer, for Keras's ``self.model.optimizer``.
+
+    A module that has an ``optimizer`` of its own (an attribute, property, submodule or
+    method it defines) keeps it; only an attribute set here before is replaced.
+    """
+    owned = module.__dict__.get("optimizer", _MISSING)
+    if owned is _MISSING:
+        if hasattr(module, "optimizer"):
+            return
+    elif module not in _exposed or _exposed[module] is not owned:
+        return
+    module.__dict__["optimizer"] = optimizer
+    _exposed[module] = optimizer

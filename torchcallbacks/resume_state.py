@@ -49,6 +49,7 @@ class ResumeState:
             "model": trainer.model.state_dict(),
             "optimizer": None if optimizer is None else optimizer.state_dict(),
             "scaler": None if scaler is None else scaler.state_dict(),
+            "ema": None if trainer.ema is None else trainer.ema.state_dict(),
             "epoch": trainer.current_epoch if epoch is None else epoch,
             "global_step": trainer.global_step,
             "callbacks": {_callback_key(i, c): c.state_dict() for i, c in enumerate(callbacks)},
@@ -102,6 +103,8 @@ class ResumeState:
             trainer.optimizer.load_state_dict(state["optimizer"])
         if trainer.scaler is not None and state.get("scaler"):
             trainer.scaler.load_state_dict(state["scaler"])
+        if trainer.ema is not None and state.get("ema") is not None:
+            trainer.ema.load_state_dict(state["ema"])  # after the module: it may swap weights
         trainer.global_step = int(state.get("global_step", trainer.global_step))
 
     def apply(self, state: Mapping[str, Any], callbacks: CallbackList) -> tuple[int, int]:

@@ -25,8 +25,9 @@ from torchcallbacks.data import (
     make_batches,
     split_validation,
 )
+from torchcallbacks.ema import ExponentialMovingAverage
 from torchcallbacks.metrics import Objective
-from torchcallbacks.optimizers import resolve_optimizer
+from torchcallbacks.optimizers import expose_on_module, resolve_optimizer
 from torchcallbacks.resume_state import ResumeState
 from torchcallbacks.rng import set_rng_state
 from torchcallbacks.steps import ObjectiveSteps, concatenate_outputs, steps_for
@@ -55,6 +56,8 @@ class Trainer:
     ``gradient_clip_norm`` / ``gradient_clip_value`` (after unscaling), ``compile``
     (``torch.compile``, falls back to eager with a warning), ``channels_last``,
     ``weighted_metrics`` (metrics weighted by ``sample_weight``/``class_weight``, as Keras's).
+    ``ema_momentum`` (keep ``trainer.ema``, a moving average of the weights updated after each
+    optimizer step and copied into the module when `fit` ends, as Keras's ``use_ema``).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Trainer:
         compile: bool = False,
         channels_last: bool = False,
         weighted_metrics: Sequence[Any] | Mapping[str, Any] | None = None,
+        ema_momentum: float | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -112,6 +116,9 @@ class Trainer:
         self.gradient_clip_value = gradient_clip_value
         self.channels_last = channels_last
         self._compile_requested = compile
+        self.ema = (
+            None if ema_momentum is None else ExponentialMovingAverage(self.model, ema_momentum)
+        )
 
         self.history: History | None = None
         self._stop_training = False
@@ -277,6 +284,8 @@ class Trainer:
             finally:
                 self._resume.in_epoch = False
                 self.class_weights = None
+        if self.ema is not None:
+            self.ema.copy_to_module()
         callbacks.on_train_end(epoch_logs)
         self._callbacks = None
         return self.history  # type: ignore[return-value]
@@ -358,6 +367,8 @@ class Trainer:
     def _optimizer_step(self) -> None:
         optimizer = self.optimizer
         scaler = self.scaler
+        if self.ema is not None:
+            self.ema.watch(optimizer)  # steps the scaler skips are not averaged in
         if self.gradient_clip_norm is not None or self.gradient_clip_value is not None:
             if scaler is not None:
                 scaler.unscale_(optimizer)
@@ -372,6 +383,8 @@ class Trainer:
         else:
             optimizer.step()
         self.global_step += 1
+        if self.ema is not None:
+            self.ema.update()
 
     def _reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         return distributed.all_reduce_sum(tensor)
@@ -597,6 +610,7 @@ class Trainer:
             callbacks = callbacks.callbacks
         callbacks = [*self._steps.callbacks(training), *(callbacks or [])]
         show_progress = verbose != 0 and self.is_main_process
+        expose_on_module(self.model, self.optimizer)  # Keras callbacks' self.model.optimizer
         return CallbackList(
             callbacks,
             trainer=self,
@@ -664,6 +678,19 @@ class Trainer:
     def request_resume(self, state: Mapping[str, Any]) -> None:
         """Resume from ``state`` once every callback has run ``on_train_begin``."""
         self._resume.pending = state
+
+    # -- summary ---------------------------------------------------------------------------
+    def summary(self, input_data: Any = None, print_fn: Callable[[str], Any] | None = print) -> str:
+        """Print and return Keras's table of the module's layers, output shapes and parameter
+        counts. The shapes come from ``input_data``, else from the last `fit`'s first batch
+        (one forward pass in eval mode, without gradients)."""
+        from torchcallbacks.summary import summarize
+
+        inputs = self.example_batch_inputs if input_data is None else input_data
+        text = summarize(self.model, inputs, self.device)
+        if print_fn is not None and self.is_main_process:
+            print_fn(text)
+        return text
 
     # -- files -----------------------------------------------------------------------------
     def save_weights(self, path: str) -> None:

@@ -13,6 +13,7 @@ from torchcallbacks.callbacks.model_checkpoint import ModelCheckpoint
 from torchcallbacks.callbacks.progbar_logger import ProgbarLogger
 from torchcallbacks.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
 from torchcallbacks.callbacks.remote_monitor import RemoteMonitor
+from torchcallbacks.callbacks.swap_ema_weights import SwapEMAWeights
 from torchcallbacks.callbacks.tensorboard import TensorBoard
 from torchcallbacks.callbacks.terminate_on_nan import TerminateOnNaN
 
@@ -31,6 +32,7 @@ __all__ = [
     "ProgbarLogger",
     "ReduceLROnPlateau",
     "RemoteMonitor",
+    "SwapEMAWeights",
     "TensorBoard",
     "TerminateOnNaN",
 ]

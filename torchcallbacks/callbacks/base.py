@@ -36,7 +36,8 @@ class Callback:
         trainer.fit(x, y, epochs=3, callbacks=[PrintLoss()])
 
     Attributes: ``trainer`` (the `Trainer`), ``model`` (the plain ``nn.Module``, never a
-    ``DistributedDataParallel`` wrapper) and ``params`` (``{"epochs", "steps", "verbose"}``).
+    ``DistributedDataParallel`` wrapper), ``optimizer`` (the trainer's) and ``params``
+    (``{"epochs", "steps", "verbose"}``).
 
     A callback that overrides a train batch hook makes the trainer build batch logs (one
     host sync per step); callbacks that only use epoch hooks cost nothing per batch. Override
@@ -57,6 +58,18 @@ class Callback:
     @property
     def model(self) -> torch.nn.Module | None:
         return None if self.trainer is None else self.trainer.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The trainer's optimizer (also ``self.model.optimizer``, as in Keras, unless the
+        module has an ``optimizer`` of its own)."""
+        if "_optimizer" in vars(self):  # a subclass that sets self.optimizer keeps its own
+            return self._optimizer
+        return None if self.trainer is None else self.trainer.optimizer
+
+    @optimizer.setter
+    def optimizer(self, value: torch.optim.Optimizer | None) -> None:
+        self._optimizer = value
 
     def state_dict(self) -> dict[str, Any]:
         """State saved in full checkpoints and backups: plain containers and tensors only."""

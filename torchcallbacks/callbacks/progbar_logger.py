@@ -21,6 +21,7 @@ class ProgbarLogger(Callback):
     Args:
         count_mode: "steps" counts batches; "samples" counts samples when the trainer knows
             them (tensor inputs), else falls back to steps. The list `fit` adds uses "steps".
+            The "keras3" style always counts steps, as Keras 3 (which has no count_mode) does.
         stateful_metrics: kept for tf.keras compatibility; logs are running means already
             and are shown as they are. ``averaged_metrics`` names keys to average instead.
         style: "keras2" (``[=====>....]``, width 30, ``ETA:``) or "keras3" (``━``, width 20).
@@ -74,7 +75,7 @@ class ProgbarLogger(Callback):
 
     def _samples(self) -> tuple[int, int] | None:
         """(samples per epoch, batch size) when counting samples and the trainer knows them."""
-        if self.count_mode != "samples" or self.trainer is None:
+        if self.count_mode != "samples" or self.style == "keras3" or self.trainer is None:
             return None
         samples = self.trainer.samples_per_epoch
         return (samples, self.trainer.batch_size) if samples else None
