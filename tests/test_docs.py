@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import torchcallbacks
 
@@ -98,6 +99,13 @@ def test_readme_links_resolve():
             assert anchor in _anchors(file.read_text()), f"README.md: no heading for {target}"
 
 
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"^pip install .*python -m pytest$", readme, re.MULTILINE).group(0)
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == command
+    assert ".[all,dev,integrations,docs]" in command
+
+
 def _python_blocks(markdown: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", markdown, flags=re.DOTALL | re.MULTILINE)
 
@@ -107,8 +115,17 @@ def test_pages_with_examples_have_some():
         assert _python_blocks((ROOT / page).read_text()), f"{page} has no Python example"
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run several times faster on one thread when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("page", RUN_EXAMPLES)
-def test_page_examples_run(page, tmp_path, monkeypatch, capsys):
+def test_page_examples_run(page, tmp_path, monkeypatch, capsys, one_thread):
     blocks = _python_blocks((ROOT / page).read_text())
     monkeypatch.chdir(tmp_path)  # examples write their files here
     namespace: dict = {"__name__": "__docs__"}
