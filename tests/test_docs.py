@@ -3,6 +3,7 @@ Python example in the README and the guides runs as written."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -29,10 +30,9 @@ RUN_EXAMPLES = [
 def test_site_builds_strict(tmp_path):
     site = tmp_path / "site"
     command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)]
-    result = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=240,
-        env={**_environment(), "NO_MKDOCS_2_WARNING": "1"},
-    )  # fmt: skip
+    # The API reference documents this checkout, whatever copy of the package is installed.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_MKDOCS_2_WARNING": "1"}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     for page in [
         "index.html",
@@ -54,13 +54,6 @@ def test_site_builds_strict(tmp_path):
     assert (site / "assets" / "history_plot.png").stat().st_size > 10_000
     resume = (site / "examples" / "index.html").read_text()
     assert "SimulatedCrash" in resume  # the examples' sources are included in the site
-
-
-def _environment() -> dict[str, str]:
-    import os
-
-    # The site documents this checkout, whatever the installed copy of the package is.
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def test_every_public_name_has_an_api_entry():
