@@ -51,6 +51,7 @@ def test_site_builds_strict(tmp_path):
     api = (site / "api" / "callbacks" / "index.html").read_text()
     assert 'id="torchcallbacks.EarlyStopping"' in api  # rendered from the docstrings
     assert "has stopped improving" in api
+    assert "<p>Example:</p>" in api and "::</p>" not in api  # docs/scripts/mkdocs_hooks.py
     assert (site / "assets" / "history_plot.png").stat().st_size > 10_000
     resume = (site / "examples" / "index.html").read_text()
     assert "SimulatedCrash" in resume  # the examples' sources are included in the site
