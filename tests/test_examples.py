@@ -1,6 +1,6 @@
 """Every example runs with ``--small`` and does what its docstring says it does.
 
-``examples/ddp.py`` runs under torchrun in tests/test_distributed.py.
+The examples that need torchrun (``ddp.py``, ``fsdp.py``) run in tests/test_distributed.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-NOT_HERE = {"_common.py", "ddp.py"}  # a helper module; the DDP example needs torchrun
+NOT_HERE = {"_common.py", "ddp.py", "fsdp.py"}  # a helper module; examples for torchrun
 
 
 def _installed(module: str) -> bool:
