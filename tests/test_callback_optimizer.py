@@ -134,7 +134,7 @@ def test_a_callback_that_sets_its_own_optimizer_keeps_it():
 
 
 def test_lightning_module_gets_model_optimizer_and_keeps_optimizers():
-    lightning = pytest.importorskip("lightning")
+    import lightning
 
     class Regressor(lightning.LightningModule):
         def __init__(self):

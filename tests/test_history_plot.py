@@ -22,7 +22,8 @@ def history(classification_data):
 
 
 def test_plot_writes_a_png_with_train_and_validation_curves(history, tmp_path):
-    matplotlib_image = pytest.importorskip("matplotlib.image")
+    import matplotlib.image as matplotlib_image
+
     path = tmp_path / "plots" / "curves.png"
     figure = history.plot(path)
     assert path.read_bytes()[:8] == PNG_SIGNATURE
@@ -38,7 +39,6 @@ def test_plot_writes_a_png_with_train_and_validation_curves(history, tmp_path):
 
 
 def test_plot_keys_selects_panels(history):
-    pytest.importorskip("matplotlib")
     figure = history.plot(keys=["val_loss"])  # a val_ name selects the same panel
     assert [axes.get_title() for axes in figure.axes] == ["loss"]
     with pytest.raises(ValueError, match="recorded: .*'val_loss'"):
