@@ -77,7 +77,8 @@ class ObjectiveSteps:
 
     def _score(self, inputs: Any, targets: Any) -> tuple[torch.Tensor, list, Any]:
         outputs = self.forward(inputs)
-        if not isinstance(outputs, torch.Tensor):
+        # (the class test first: no extra call per step for the usual tensor output)
+        if outputs.__class__ is not torch.Tensor and not isinstance(outputs, torch.Tensor):
             objective = self.objective
             outputs = scored_output(outputs, targets, objective.loss_spec, objective.metric_spec)
         if self.objective.heads is None:
