@@ -81,7 +81,7 @@ def test_float64_tensors_are_cast_to_the_parameters_dtype():
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(32, 4, generator=generator, dtype=torch.float64)
     y = (x[:, 0] > 0).long()
-    trainer = Trainer(classifier(), "sgd", "cross_entropy")
+    trainer = Trainer(classifier(), "sgd", "cross_entropy", device="cpu")
     history = trainer.fit(x, y, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_float64_tensors_are_cast_to_the_parameters_dtype():
     # and a float64 model gets float64 inputs (float32 tensors and DataLoader batches)
     double = classifier().double()
     loader = DataLoader(TensorDataset(x.float(), y), batch_size=8)
-    result = Trainer(double, "sgd", "cross_entropy").evaluate(loader, verbose=0)
+    result = Trainer(double, "sgd", "cross_entropy", device="cpu").evaluate(loader, verbose=0)
     with torch.no_grad():
         assert result == pytest.approx(F.cross_entropy(double(x.float().double()), y).item())
 
@@ -104,7 +104,7 @@ def test_integer_labels_of_any_dtype_work_with_the_crossentropy_losses(dtype, lo
     model = classifier()
     if loss == "sparse_categorical_crossentropy":
         model = torch.nn.Sequential(model, torch.nn.Softmax(-1))
-    trainer = Trainer(model, "sgd", loss, metrics=["accuracy"])
+    trainer = Trainer(model, "sgd", loss, metrics=["accuracy"], device="cpu")
     result = trainer.evaluate(x, y.to(dtype), verbose=0, return_dict=True)
     with torch.no_grad():
         logits = classifier()(x)
