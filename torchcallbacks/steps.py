@@ -110,9 +110,9 @@ class ObjectiveSteps:
     def predict_batch(self, batch: Any, batch_index: int) -> Any:
         dtype = self.trainer._autocast_dtype
         if dtype is None:
-            return prediction_of(self.forward(_predict_inputs(batch)))
+            return prediction_of(self.forward(predict_inputs(batch)))
         with torch.autocast(self.trainer.device.type, dtype=dtype):
-            return prediction_of(self.forward(_predict_inputs(batch)))
+            return prediction_of(self.forward(predict_inputs(batch)))
 
 
 def steps_for(trainer: Trainer) -> ObjectiveSteps:
@@ -169,7 +169,7 @@ def cast_floating(inputs: Any, dtype: torch.dtype | None) -> Any:
     return inputs
 
 
-def _predict_inputs(batch: Any) -> Any:
+def predict_inputs(batch: Any) -> Any:
     if isinstance(batch, tuple | list) and len(batch) in (1, 2):
         return batch[0]
     return batch
