@@ -157,15 +157,18 @@ def _floating_dtype(module: torch.nn.Module) -> torch.dtype | None:
 
 
 def cast_floating(inputs: Any, dtype: torch.dtype | None) -> Any:
-    """``inputs`` with floating tensors (inside tuples, lists and dicts too) cast to ``dtype``."""
+    """``inputs`` with floating tensors (inside tuples, lists and dicts too) cast to ``dtype``;
+    the containers themselves when nothing needs a cast (a ``BatchEncoding`` stays one)."""
     if dtype is None:
         return inputs
     if isinstance(inputs, torch.Tensor):
         return inputs.to(dtype) if inputs.is_floating_point() else inputs
     if isinstance(inputs, Mapping):
-        return {k: cast_floating(v, dtype) for k, v in inputs.items()}
+        cast = {k: cast_floating(v, dtype) for k, v in inputs.items()}
+        return inputs if all(cast[k] is v for k, v in inputs.items()) else cast
     if isinstance(inputs, tuple | list):
-        return type(inputs)(cast_floating(v, dtype) for v in inputs)
+        items = [cast_floating(v, dtype) for v in inputs]
+        return inputs if all(a is b for a, b in zip(items, inputs)) else tuple(items)
     return inputs
 
 
