@@ -81,7 +81,7 @@ def test_float64_tensors_are_cast_to_the_parameters_dtype():
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(32, 4, generator=generator, dtype=torch.float64)
     y = (x[:, 0] > 0).long()
-    trainer = Trainer(classifier(), "sgd", "cross_entropy")
+    trainer = Trainer(classifier(), "sgd", "cross_entropy", device="cpu")
     history = trainer.fit(x, y, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_float64_tensors_are_cast_to_the_parameters_dtype():
     # and a float64 model gets float64 inputs (float32 tensors and DataLoader batches)
     double = classifier().double()
     loader = DataLoader(TensorDataset(x.float(), y), batch_size=8)
-    result = Trainer(double, "sgd", "cross_entropy").evaluate(loader, verbose=0)
+    result = Trainer(double, "sgd", "cross_entropy", device="cpu").evaluate(loader, verbose=0)
     with torch.no_grad():
         assert result == pytest.approx(F.cross_entropy(double(x.float().double()), y).item())
 
@@ -104,7 +104,7 @@ def test_integer_labels_of_any_dtype_work_with_the_crossentropy_losses(dtype, lo
     model = classifier()
     if loss == "sparse_categorical_crossentropy":
         model = torch.nn.Sequential(model, torch.nn.Softmax(-1))
-    trainer = Trainer(model, "sgd", loss, metrics=["accuracy"])
+    trainer = Trainer(model, "sgd", loss, metrics=["accuracy"], device="cpu")
     result = trainer.evaluate(x, y.to(dtype), verbose=0, return_dict=True)
     with torch.no_grad():
         logits = classifier()(x)
@@ -195,3 +195,35 @@ def test_a_plain_module_without_a_loss_is_told_to_pass_one():
     with pytest.raises(ValueError, match=r"No loss given: pass loss=.*it returned a Tensor"):
         trainer.fit(x, y, verbose=0)
     assert trainer.predict(x, verbose=0).shape == (8, 3)  # predict needs no loss
+
+
+class ScoresItself(torch.nn.Module):
+    """Returns its own loss as a dict key when given labels, as HuggingFace models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layer = torch.nn.Linear(4, 3)
+
+    def forward(self, x, scale, labels=None):
+        logits = self.layer(x) * scale
+        if labels is None:
+            return {"logits": logits}
+        return {"loss": F.cross_entropy(logits, labels), "logits": logits}
+
+
+def test_a_module_returning_its_own_loss_from_tensor_inputs():
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(40, 4, generator=generator)
+    scale = torch.full((40, 1), 2.0)
+    y = (x[:, 0] > 0).long()
+    model = ScoresItself()
+    trainer = Trainer(model, "sgd", metrics=["accuracy"], device="cpu")
+    history = trainer.fit((x, scale), y, epochs=3, batch_size=8, verbose=0)  # labels=y_batch
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    result = trainer.evaluate((x, scale), y, verbose=0, return_dict=True)
+    with torch.no_grad():
+        logits = model(x, scale)["logits"]
+    assert result["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert result["accuracy"] == pytest.approx((logits.argmax(-1) == y).float().mean().item())
+    assert torch.allclose(trainer.predict((x, scale), verbose=0), logits)  # the logits

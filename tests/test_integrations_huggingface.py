@@ -68,7 +68,10 @@ def test_bert_trains_on_its_own_loss_with_early_stopping_and_a_reloadable_checkp
         str(tmp_path / "best.pt"), monitor="val_loss", save_best_only=True, save_weights_only=True
     )
     trainer = Trainer(  # no loss=: the model's own loss, from the batch's labels
-        model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2), metrics=["accuracy"]
+        model,
+        optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2),
+        metrics=["accuracy"],
+        device="cpu",
     )
     history = trainer.fit(
         train, validation_data=val, epochs=20, verbose=0, callbacks=[stopper, checkpoint]
@@ -96,7 +99,7 @@ def test_bert_trains_on_its_own_loss_with_early_stopping_and_a_reloadable_checkp
     fresh.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True))
     logits = trainer.predict(val, verbose=0)
     assert logits.shape == (32, 2)
-    assert torch.equal(Trainer(fresh).predict(val, verbose=0), logits)
+    assert torch.equal(Trainer(fresh, device="cpu").predict(val, verbose=0), logits)
     assert torch.allclose(logits, output.logits, atol=1e-6)
 
 
@@ -111,7 +114,7 @@ def test_gpt2_language_model_trains_from_dict_batches_and_resumes_from_full_chec
     model = GPT2LMHeadModel(gpt2_config())
     stopper = EarlyStopping(monitor="loss", patience=1)
     checkpoint = ModelCheckpoint(str(tmp_path / "lm-{epoch}.pt"), save_weights_only=False)
-    trainer = Trainer(model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2))
+    trainer = Trainer(model, torch.optim.AdamW(model.parameters(), lr=1e-2), device="cpu")
     history = trainer.fit(loader, epochs=4, verbose=0, callbacks=[stopper, checkpoint])
     losses = history.history["loss"]
     assert losses == sorted(losses, reverse=True) and losses[-1] < 0.9 * losses[0]
@@ -128,7 +131,7 @@ def test_gpt2_language_model_trains_from_dict_batches_and_resumes_from_full_chec
         )
 
     # Resuming continues with the model's own loss: the fifth epoch improves again.
-    resumed = Trainer(fresh, optimizer=torch.optim.AdamW(fresh.parameters(), lr=1e-2))
+    resumed = Trainer(fresh, torch.optim.AdamW(fresh.parameters(), lr=1e-2), device="cpu")
     more = resumed.fit(loader, epochs=5, verbose=0, resume_from=str(tmp_path / "lm-4.pt"))
     assert more.epoch == [4] and more.history["loss"][0] < losses[-1]
 
@@ -143,7 +146,7 @@ def test_a_loss_given_scores_the_model_output_logits():
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(bert_config())
-    trainer = Trainer(model, "adam", loss="cross_entropy", metrics=["accuracy"])
+    trainer = Trainer(model, "adam", "cross_entropy", ["accuracy"], device="cpu")
     history = trainer.fit(inputs, labels.int(), epochs=3, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     model.eval()
@@ -156,7 +159,7 @@ def test_a_loss_given_scores_the_model_output_logits():
     def focal(logits, targets):  # a callable of the user's gets the logits too
         return F.cross_entropy(logits, targets, reduction="none").mul(2).mean()
 
-    trainer = Trainer(model, "adam", loss=focal, metrics=["accuracy"])
+    trainer = Trainer(model, "adam", focal, ["accuracy"], device="cpu")
     result = trainer.evaluate(DataLoader(rows, batch_size=16), verbose=0, return_dict=True)
     assert result["loss"] == pytest.approx(2 * F.cross_entropy(logits, labels).item(), rel=1e-5)
 

@@ -182,6 +182,7 @@ class LitClassifier(L.LightningModule):
             torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)
         )
         self.val_auroc = MulticlassAUROC(num_classes=3)
+        self.val_accuracy = MulticlassAccuracy(num_classes=3, average="micro")
         self.test_accuracy = MulticlassAccuracy(num_classes=3, average="micro")
 
     def forward(self, x):
@@ -197,7 +198,9 @@ class LitClassifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         self.val_auroc.update(logits, y)
+        self.val_accuracy(logits, y)
         self.log("val_loss", F.cross_entropy(logits, y))
+        self.log("val_accuracy", self.val_accuracy)  # the metric object: computed per epoch
 
     def on_validation_epoch_end(self):
         self.log("val_auroc", self.val_auroc.compute())
@@ -232,7 +235,7 @@ def test_user_module_with_torchmetrics_in_epoch_end_hooks_and_a_data_module(tmp_
     trainer = Trainer(model, device="cpu")
     history = trainer.fit(data, epochs=4, verbose=0, callbacks=[checkpoint])
     logged = history.history
-    assert {"loss", "train_loss", "val_loss", "val_auroc", "lr"} <= set(logged)
+    assert {"loss", "train_loss", "val_loss", "val_auroc", "val_accuracy", "lr"} <= set(logged)
     assert data.stages == ["fit"]
 
     # The last epoch's val_auroc is torchmetrics' AUROC of the final weights on val data.
@@ -240,6 +243,9 @@ def test_user_module_with_torchmetrics_in_epoch_end_hooks_and_a_data_module(tmp_
     with torch.no_grad():
         expected = MulticlassAUROC(num_classes=3)(model(x_val), y_val).item()
     assert logged["val_auroc"][-1] == pytest.approx(expected, rel=1e-6)
+    with torch.no_grad():
+        accuracy = (model(x_val).argmax(-1) == y_val).float().mean().item()
+    assert logged["val_accuracy"][-1] == pytest.approx(accuracy)
     # ModelCheckpoint took "auroc" as higher-is-better and kept the best epoch's weights.
     fresh = LitClassifier()
     fresh.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True))

@@ -46,9 +46,8 @@ def _pandas_to_numpy(value: Any) -> np.ndarray:
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     dtypes = value.dtypes.items() if hasattr(value, "columns") else [(value.name, value.dtype)]
-    other = {name: str(dtype) for name, dtype in dtypes if not (
-        is_numeric_dtype(dtype) or is_bool_dtype(dtype)
-    )}  # fmt: skip
+    numeric = (is_numeric_dtype, is_bool_dtype)
+    other = {name: str(dtype) for name, dtype in dtypes if not any(t(dtype) for t in numeric)}
     if other:
         raise TypeError(
             f"pandas {type(value).__name__} has non-numeric column(s) {other}; encode them as "

@@ -50,6 +50,14 @@ def logits_of(output: Any) -> Any:
     return None
 
 
+def logits_or_output(output: Any) -> Any:
+    """The output's ``logits`` (attribute or key) when it has them, else the output."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = _field(output, "logits")
+    return logits if isinstance(logits, torch.Tensor) else output
+
+
 def prediction_of(output: Any) -> Any:
     """What `predict` returns for one batch: a ModelOutput's logits, else the output."""
     if not isinstance(output, torch.Tensor) and is_model_output(output):

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from torchcallbacks.metrics import Objective
-from torchcallbacks.outputs import describe, logits_of, prediction_of, returned_loss
-from torchcallbacks.steps import ObjectiveSteps, batch_size
+from torchcallbacks.outputs import describe, logits_of, logits_or_output, returned_loss
+from torchcallbacks.steps import ObjectiveSteps, batch_size, predict_inputs
 
 if TYPE_CHECKING:
     from torchcallbacks.trainer import Trainer
@@ -51,31 +51,24 @@ class OwnLossSteps(ObjectiveSteps):
     def _batch_loss(self, logits: Any, labels: Any) -> torch.Tensor:
         return self._loss  # type: ignore[return-value]
 
-    def _split(self, batch: Any) -> tuple[Any, Any]:
-        """``(inputs with the labels, labels)`` of a batch."""
+    def _split(self, batch: Any) -> tuple[tuple[Any, dict[str, Any]], Any]:
+        """``((inputs, keyword arguments), labels)``: how to call the module on a batch, and
+        the labels the metrics score against."""
         if isinstance(batch, Mapping):
-            return batch, batch.get("labels")
+            return (batch, {}), batch.get("labels")
         if isinstance(batch, tuple | list) and len(batch) == 2:
             inputs, labels = batch
-            if labels is not None and not self.takes_labels:
-                labels = None  # a plain module given no loss=: the error below says so
-            if labels is not None and isinstance(inputs, Mapping):
-                return {**inputs, "labels": labels}, labels
-            return (inputs, labels), labels
-        return batch, None
+            if labels is None or not self.takes_labels:
+                return (inputs, {}), None  # a plain module given no loss=: _score says so
+            if isinstance(inputs, Mapping):
+                return ({**inputs, "labels": labels}, {}), labels
+            return (inputs, {"labels": labels}), labels
+        return (batch, {}), None
 
-    def _run(self, inputs: Any) -> Any:
-        if isinstance(inputs, tuple):  # (inputs, labels) with non-dict inputs
-            inputs, labels = inputs
-            if labels is not None:
-                return self.forward(inputs, labels=labels)
-        return self.forward(inputs)
-
-    def _score(
-        self, inputs: Any, labels: Any, weights: Any = None
-    ) -> tuple[torch.Tensor, list, Any]:
+    def _score(self, call: Any, labels: Any, weights: Any = None) -> tuple[torch.Tensor, list, Any]:
         # `compute` passes sample weights; a module that computes its own loss cannot take them.
-        output = self._run(inputs)
+        inputs, keywords = call
+        output = self.forward(inputs, **keywords)
         loss = returned_loss(output)
         if loss is None:
             raise ValueError(
@@ -97,32 +90,32 @@ class OwnLossSteps(ObjectiveSteps):
         return total, values, logits
 
     def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
-        inputs, labels = self._split(batch)
+        call, labels = self._split(batch)
         trainer = self.trainer
         if trainer.example_batch_inputs is None:
-            trainer.example_batch_inputs = batch if isinstance(batch, Mapping) else batch[0]
-        loss, values, logits = self.compute(inputs, labels)
+            trainer.example_batch_inputs = call[0]
+        loss, values, logits = self.compute(call, labels)
         if self.objective.stateful:
             self.objective.update_stateful(logits, labels)
-        return loss, values, batch_size(labels if labels is not None else inputs)
+        return loss, values, batch_size(labels if labels is not None else call[0])
 
     def eval_batch(self, batch: Any, batch_index: int) -> tuple[list, int]:
-        inputs, labels = self._split(batch)
-        _, values, logits = self.compute(inputs, labels)
+        call, labels = self._split(batch)
+        _, values, logits = self.compute(call, labels)
         if self.objective.stateful:
             self.objective.update_stateful(logits, labels)
-        return values, batch_size(labels if labels is not None else inputs)
+        return values, batch_size(labels if labels is not None else call[0])
 
     test_batch = eval_batch
 
     def predict_batch(self, batch: Any, batch_index: int) -> Any:
-        if not isinstance(batch, Mapping):
-            return super().predict_batch(batch, batch_index)
+        """The output's logits (attribute or key), else the output as it is."""
+        inputs = batch if isinstance(batch, Mapping) else predict_inputs(batch)
         dtype = self.trainer._autocast_dtype
         if dtype is None:
-            return prediction_of(self.forward(batch))
+            return logits_or_output(self.forward(inputs))
         with torch.autocast(self.trainer.device.type, dtype=dtype):
-            return prediction_of(self.forward(batch))
+            return logits_or_output(self.forward(inputs))
 
 
 def _takes_labels(module: torch.nn.Module) -> bool:

@@ -80,7 +80,8 @@ class ObjectiveSteps:
 
     def _score(self, inputs: Any, targets: Any, weights: Any) -> tuple[torch.Tensor, list, Any]:
         outputs = self.forward(inputs)
-        if not isinstance(outputs, torch.Tensor):
+        # (the class test first: no extra call per step for the usual tensor output)
+        if outputs.__class__ is not torch.Tensor and not isinstance(outputs, torch.Tensor):
             objective = self.objective
             outputs = scored_output(outputs, targets, objective.loss_spec, objective.metric_spec)
         if self.objective.heads is None:
@@ -112,9 +113,9 @@ class ObjectiveSteps:
     def predict_batch(self, batch: Any, batch_index: int) -> Any:
         dtype = self.trainer._autocast_dtype
         if dtype is None:
-            return prediction_of(self.forward(_predict_inputs(batch)))
+            return prediction_of(self.forward(predict_inputs(batch)))
         with torch.autocast(self.trainer.device.type, dtype=dtype):
-            return prediction_of(self.forward(_predict_inputs(batch)))
+            return prediction_of(self.forward(predict_inputs(batch)))
 
 
 def steps_for(trainer: Trainer) -> ObjectiveSteps:
@@ -160,15 +161,18 @@ def _floating_dtype(module: torch.nn.Module) -> torch.dtype | None:
 
 
 def cast_floating(inputs: Any, dtype: torch.dtype | None) -> Any:
-    """``inputs`` with floating tensors (inside tuples, lists and dicts too) cast to ``dtype``."""
+    """``inputs`` with floating tensors (inside tuples, lists and dicts too) cast to ``dtype``;
+    the containers themselves when nothing needs a cast (a ``BatchEncoding`` stays one)."""
     if dtype is None:
         return inputs
     if isinstance(inputs, torch.Tensor):
         return inputs.to(dtype) if inputs.is_floating_point() else inputs
     if isinstance(inputs, Mapping):
-        return {k: cast_floating(v, dtype) for k, v in inputs.items()}
+        cast = {k: cast_floating(v, dtype) for k, v in inputs.items()}
+        return inputs if all(cast[k] is v for k, v in inputs.items()) else cast
     if isinstance(inputs, tuple | list):
-        return type(inputs)(cast_floating(v, dtype) for v in inputs)
+        items = [cast_floating(v, dtype) for v in inputs]
+        return inputs if all(a is b for a, b in zip(items, inputs)) else tuple(items)
     return inputs
 
 
@@ -195,7 +199,7 @@ def split_weighted_batch(
     return inputs, targets, weights
 
 
-def _predict_inputs(batch: Any) -> Any:
+def predict_inputs(batch: Any) -> Any:
     if isinstance(batch, tuple | list) and len(batch) in (1, 2, 3):
         return batch[0]
     return batch
