@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from torchcallbacks import checkpoint_io
+from torchcallbacks import checkpoint_io, distributed_checkpoint
 from torchcallbacks.callbacks.base import Callback
 
 
@@ -100,8 +100,9 @@ class BackupAndRestore(Callback):
     # -- restore ---------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._terminating = False
-        if os.path.exists(self.backup_path):
-            state = checkpoint_io.load_file(self.backup_path)
+        # Every rank checks that all see the same backup (a shared folder).
+        state = distributed_checkpoint.load_backup(self.trainer, self.backup_path, self.backup_dir)
+        if state is not None:
             if not checkpoint_io.is_full_checkpoint(state):
                 raise ValueError(
                     f"{self.backup_path} is not a BackupAndRestore backup (no full checkpoint "
@@ -144,15 +145,13 @@ class BackupAndRestore(Callback):
             signal.raise_signal(signal.SIGTERM)
 
     def _save(self, logs: Mapping[str, Any] | None) -> None:
-        if self.trainer.is_main_process:
-            state = self.trainer.checkpoint_state(logs=logs)
-            checkpoint_io.save_checkpoint(self.backup_path, state)
+        # Every rank: each sends its RNG and accumulators; sharded modules write shards.
+        distributed_checkpoint.save_full(self.trainer, self.backup_path, logs=logs)
 
     def _delete_backup(self) -> None:
         if not self.trainer.is_main_process or not os.path.isdir(self.backup_dir):
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.backup_path)
+        distributed_checkpoint.remove(self.backup_path)
         for name in os.listdir(self.backup_dir):  # temp files of a killed write
             if name.startswith(f".{self.filename}.") and name.endswith(".tmp"):
                 with contextlib.suppress(FileNotFoundError):
