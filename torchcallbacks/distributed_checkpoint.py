@@ -92,14 +92,16 @@ def for_this_rank(state: Mapping[str, Any]) -> Mapping[str, Any]:
         "augmentation) differ from an uninterrupted run"
     )
     if position["batch"]:
-        samples = position["batch"] * saved_size
-        batch = samples // world_size
-        message += (
-            f"; the epoch continues after the same {samples} per-process batches' worth of samples"
-            if samples % world_size == 0
-            else f"; the epoch continues at batch {batch} (the saved position, "
-            f"{samples} per-process batches, does not divide by {world_size})"
-        )
+        # The position in global samples (with the same per-process batch size): the
+        # samples the saved processes had seen are skipped, each once.
+        seen = position["batch"] * saved_size
+        batch = seen // world_size
+        message += f"; the epoch continues at batch {batch}, after the samples already seen"
+        if seen % world_size:
+            message += (
+                f" (rounded down: {seen} batches of one process do not divide by "
+                f"{world_size}, so a few samples are seen twice this epoch)"
+            )
         message += ", and the epoch's logs sum the saved ranks' accumulators"
         position["batch"] = batch
         position["tracker"] = _summed_trackers(ranks) if rank == 0 else _empty_tracker(ranks)
@@ -164,6 +166,8 @@ def save_full(
         state = trainer.checkpoint_state(epoch=epoch, logs=logs)
         if ranks is not None:
             state["ranks"] = ranks
+        if is_sharded_checkpoint(path):  # a sharded backup resumed without sharding
+            shutil.rmtree(path)
         checkpoint_io.save_checkpoint(path, state)
 
 
@@ -248,7 +252,9 @@ def load_in_place(model: torch.nn.Module, optimizer: Any, path: str) -> dict[str
     state = {"model": get_model_state_dict(model)}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
-    dcp.load(state, checkpoint_id=path)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=path)
     set_model_state_dict(model, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
