@@ -96,6 +96,15 @@ def test_fsdp2_fit_evaluate_and_predict_match_ddp(runs):
     assert results["parts0"]["fsdp"] == results["parts1"]["fsdp"]
 
 
+def test_a_module_the_user_sharded_is_used_as_it_is_with_strategy_none(runs):
+    _, _, results = runs
+    user = results["parts0"]["user_sharded"]
+    assert user["same_module"]
+    for key, values in results["parts0"]["ddp"]["history"].items():
+        if not key.startswith("val_"):
+            assert user["history"][key] == pytest.approx(values, rel=1e-5), key
+
+
 def test_fsdp2_checkpoints_load_into_a_plain_module_in_one_process(runs):
     out, _, results = runs
     folder = out / "shared" / "fsdp"
@@ -110,7 +119,7 @@ def test_fsdp2_checkpoints_load_into_a_plain_module_in_one_process(runs):
         for key, value in ddp_weights.items():
             torch.testing.assert_close(weights[key], value, atol=1e-5, rtol=1e-5)
 
-    # The full checkpoint is a directory of shards written by both ranks.
+    # The full checkpoint is a directory of shards written by both ranks (in the background).
     full = folder / "full.pt"
     assert sorted(p.name for p in full.iterdir()) == [
         ".metadata",
@@ -166,3 +175,16 @@ def test_a_2_rank_backup_resumes_in_one_process(runs, strategy):
     assert resumed["samples"] == {"1": 32}
     assert len(resumed["history"]["loss"]) == 2
     assert any("written by 2" in message for message in resumed["warnings"])
+
+
+def test_strategy_and_timeout_are_checked_when_the_trainer_is_built():
+    with pytest.raises(ValueError, match="Unknown strategy 'deepspeed'"):
+        Trainer(scale.model(), device="cpu", strategy="deepspeed")
+    with pytest.raises(ValueError, match="distributed_timeout must be positive"):
+        Trainer(scale.model(), device="cpu", distributed_timeout=0)
+    with pytest.raises(TypeError, match="number of seconds or a datetime.timedelta"):
+        Trainer(scale.model(), device="cpu", distributed_timeout="10")
+    # In one process every strategy trains the module as it is.
+    trainer = Trainer(scale.model(), "sgd", "cross_entropy", device="cpu", strategy="fsdp")
+    x, y = scale.data(16, seed=0)
+    assert len(trainer.fit(x, y, epochs=1, verbose=0).history["loss"]) == 1

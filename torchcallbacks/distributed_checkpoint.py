@@ -190,30 +190,69 @@ def _save_sharded(
     logs: Mapping[str, Any] | None,
     ranks: list[dict[str, Any]] | None,
 ) -> None:
-    """Every rank writes its shards into ``path.partial``; rank 0 adds ``state.pt`` and
-    swaps the directory in, so a crash never leaves a half-written checkpoint at ``path``."""
+    """Every rank writes its shards into ``path.partial``; rank 0 then adds ``state.pt`` and
+    swaps the directory in, so a crash never leaves a half-written checkpoint at ``path``.
+
+    With ``Trainer(async_save=True)`` the shards are copied to the CPU and written in the
+    background (``torch.distributed.checkpoint.async_save``); training goes on, and the
+    swap happens when the next save starts or `fit` ends (at most one save in flight).
+    """
     import torch.distributed.checkpoint as dcp
 
+    finish_saves()
     partial = f"{path}.partial"
     main = trainer.is_main_process
     if main:
         shutil.rmtree(partial, ignore_errors=True)
     dist.barrier()
+    state = None
+    if main:  # captured now: the callbacks and position of this save
+        state = trainer.checkpoint_state(epoch=epoch, logs=logs)
+        del state["model"], state["optimizer"]  # in the shards
+        state = copy.deepcopy(state)
+        state["ranks"] = ranks
+    if getattr(trainer, "async_save", False):
+        future = dcp.async_save(
+            _sharded_state_dict(trainer), checkpoint_id=partial, process_group=_cpu_group()
+        )
+        _in_flight.append((future, lambda: _swap_in(partial, path, state)))
+        return
     dcp.save(_sharded_state_dict(trainer), checkpoint_id=partial)
     dist.barrier()  # every shard is on disk
-    if main:
-        state = trainer.checkpoint_state(epoch=epoch, logs=logs)
-        state.pop("model")
-        state.pop("optimizer")
-        state["ranks"] = ranks
-        checkpoint_io.save_checkpoint(os.path.join(partial, STATE_FILE), state)
-        old = f"{path}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if os.path.exists(path):
-            os.replace(path, old)
-        os.replace(partial, path)
-        shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
+    _swap_in(partial, path, state)
+
+
+def _swap_in(partial: str, path: str, state: dict[str, Any] | None) -> None:
+    """Rank 0 (``state`` given): ``state.pt`` into the written directory, then rename it."""
+    if state is None:
+        return
+    checkpoint_io.save_checkpoint(os.path.join(partial, STATE_FILE), state)
+    old = f"{path}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(path):
+        os.replace(path, old)
+    os.replace(partial, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+_in_flight: list[tuple[Any, Any]] = []  # (future, finish) of the asynchronous save, if any
+_cpu_groups: list[Any] = []
+
+
+def _cpu_group() -> Any:
+    """A gloo group of its own for the background save: its collectives run while the
+    training's collectives go on in the default group (and NCCL's cannot run on a thread)."""
+    if not _cpu_groups:
+        _cpu_groups.append(dist.new_group(backend="gloo"))
+    return _cpu_groups[0]
+
+
+def finish_saves() -> None:
+    """Wait for the asynchronous save in flight, and put it in place (every rank)."""
+    while _in_flight:
+        future, finish = _in_flight.pop()
+        future.result()  # on rank 0, done means every rank's shards and the metadata are
+        finish()
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -332,6 +371,7 @@ def load_backup(trainer: Trainer, path: str, backup_dir: str) -> dict[str, Any] 
 
 def remove(path: str) -> None:
     """Delete a backup file or DCP directory (rank 0)."""
+    finish_saves()
     if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -52,7 +52,9 @@ class Trainer:
 
     Under torchrun: ``strategy`` ("auto": DDP when several processes run, "ddp", "fsdp":
     FSDP2 ``fully_shard``, None: the module as it is) and ``distributed_timeout`` (seconds or
-    a timedelta a collective may wait, default 300).
+    a timedelta a collective may wait, default 300). ``async_save``: sharded checkpoints
+    written during `fit` (ModelCheckpoint, BackupAndRestore) are written in the background
+    (``torch.distributed.checkpoint.async_save``), at most one at a time.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class Trainer:
         channels_last: bool = False,
         strategy: str | None = "auto",
         distributed_timeout: float | timedelta | None = None,
+        async_save: bool = False,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -84,8 +87,9 @@ class Trainer:
         self.model: torch.nn.Module = model.module if wrapped is not None else model
         requested = torch.device(device) if device is not None else None
         distributed.check_strategy(strategy)
+        timeout = distributed.as_timeout(distributed_timeout)
         if wrapped is None:
-            requested = distributed.setup(requested, distributed.as_timeout(distributed_timeout))
+            requested = distributed.setup(requested, timeout)
         if requested is None:
             requested = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.device: torch.device = requested
@@ -121,6 +125,7 @@ class Trainer:
         self.gradient_clip_value = gradient_clip_value
         self.channels_last = channels_last
         self._compile_requested = compile
+        self.async_save = async_save
 
         self.history: History | None = None
         self._stop_training = False
@@ -283,6 +288,7 @@ class Trainer:
             finally:
                 self._resume.in_epoch = False
         callbacks.on_train_end(epoch_logs)
+        distributed_checkpoint.finish_saves()
         self._callbacks = None
         return self.history  # type: ignore[return-value]
 
@@ -634,6 +640,7 @@ class Trainer:
         """Save a full checkpoint: module, optimizer, epoch, callbacks' state, RNG (a
         directory of shards under ``strategy="fsdp"``; call it on every rank)."""
         distributed_checkpoint.save_full(self, path)
+        distributed_checkpoint.finish_saves()
 
 
 def _length(batches: TensorBatches | LoaderBatches) -> int | None:

@@ -156,11 +156,12 @@ def asymmetric_part() -> dict:
 
 
 def fsdp_and_ddp_part(strategy: str) -> dict:
-    """The same run under DDP and FSDP2: 49 validation samples (uneven shards)."""
+    """The same run under DDP and FSDP2: 49 validation samples (uneven shards). FSDP2
+    writes its full checkpoints in the background (async_save)."""
     x, y = data(128, seed=4)
     x_val, y_val = data(49, seed=5)
     module = model()
-    trainer = trainer_for(module, strategy)
+    trainer = trainer_for(module, strategy, async_save=strategy == "fsdp")
     callbacks = [
         ModelCheckpoint(f"../shared/{strategy}/weights.pt", save_weights_only=True),
         ModelCheckpoint(f"../shared/{strategy}/full.pt"),
@@ -188,6 +189,21 @@ def fsdp_and_ddp_part(strategy: str) -> dict:
             for p in g["params"]
         ),
     }
+
+
+def user_sharded_part() -> dict:
+    """A module the user sharded with fully_shard, and its optimizer built afterwards:
+    strategy=None uses both as they are."""
+    from torch.distributed.fsdp import fully_shard
+
+    x, y = data(128, seed=4)
+    module = fully_shard(model())
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+    trainer = Trainer(
+        module, optimizer, loss="cross_entropy", metrics=["accuracy"], device="cpu", strategy=None
+    )
+    history = trainer.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    return {"history": history.history, "same_module": trainer._module is module}
 
 
 def local_backup_part() -> dict:
@@ -281,6 +297,7 @@ def main() -> None:
         result["asymmetric"] = asymmetric_part()
         result["ddp"] = fsdp_and_ddp_part("ddp")
         result["fsdp"] = fsdp_and_ddp_part("fsdp")
+        result["user_sharded"] = user_sharded_part()
         result["local_backup"] = local_backup_part()
         result["reference_ddp"] = elastic_run("ddp", None)
         result["reference_fsdp"] = elastic_run("fsdp", None)
