@@ -43,6 +43,13 @@ SHARDED_KEY = "sharded_checkpoint"  # in a loaded state: the DCP directory it ca
 def _local_state(trainer: Trainer) -> dict[str, Any]:
     """What differs between ranks: RNG states, epoch accumulators, accumulated gradients."""
     position = trainer._resume._position()
+    if position.get("gradients") is not None and is_sharded(trainer.model):
+        raise ValueError(
+            "A checkpoint between two optimizer steps of gradient accumulation cannot be "
+            "resumed exactly under strategy='fsdp' (the accumulated gradients are sharded "
+            "state of FSDP's own): make BackupAndRestore's or ModelCheckpoint's save_freq a "
+            "multiple of accumulate_grad_batches."
+        )
     return {
         "rng": get_rng_state(),
         "tracker": position.get("tracker"),
@@ -293,7 +300,9 @@ def load_in_place(model: torch.nn.Module, optimizer: Any, path: str) -> dict[str
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(state, checkpoint_id=path)
+        # A plain module loads the whole checkpoint by itself, on whichever rank calls this.
+        plain = not (distributed.is_active() and is_sharded(model))
+        dcp.load(state, checkpoint_id=path, no_dist=plain)
     set_model_state_dict(model, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])

@@ -10,6 +10,7 @@ the same number of them, which `Lockstep` ensures for evaluation and prediction.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -83,7 +84,12 @@ def rebuild_optimizer(
             "sharded parameters starts without it.",
             stacklevel=3,
         )
-    return type(optimizer)(rebuilt_groups, **optimizer.defaults)
+    # Each group carries its hyper-parameters; the constructor gets the defaults it takes
+    # (AdamW's defaults hold a key its constructor does not accept).
+    accepted = inspect.signature(type(optimizer)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    defaults = {k: v for k, v in optimizer.defaults.items() if takes_any or k in accepted}
+    return type(optimizer)(rebuilt_groups, **defaults)
 
 
 class Lockstep:
