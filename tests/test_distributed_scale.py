@@ -94,6 +94,8 @@ def test_fsdp2_fit_evaluate_and_predict_match_ddp(runs):
             torch.tensor(fsdp["predict"]), torch.tensor(ddp["predict"]), atol=1e-5, rtol=0
         )
     assert results["parts0"]["fsdp"] == results["parts1"]["fsdp"]
+    before, after = results["parts0"]["fsdp"]["evaluate_after_load_weights"]
+    assert after == pytest.approx(before, rel=1e-6)  # load_weights of a full weights file
 
 
 def test_a_module_the_user_sharded_is_used_as_it_is_with_strategy_none(runs):

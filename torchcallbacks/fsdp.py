@@ -16,14 +16,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from torchcallbacks import distributed
+
+try:  # public since torch 2.6; the package itself supports older torch without FSDP2
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+except ImportError:  # pragma: no cover - depends on the torch version
+    FSDPModule, fully_shard = None, None
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
     """Whether ``module`` or one of its submodules went through ``fully_shard``."""
+    if FSDPModule is None:
+        return False
     return any(isinstance(submodule, FSDPModule) for submodule in module.modules())
 
 
@@ -39,8 +44,15 @@ def _blocks(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 def shard(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Apply ``fully_shard`` to the module's blocks and to the module (in place)."""
+    if fully_shard is None:
+        raise ImportError(
+            f"strategy='fsdp' needs FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6); "
+            f"this is torch {torch.__version__}. Upgrade torch, or use strategy='ddp'."
+        )
     if is_sharded(module):
         return module
+    from torch.distributed.device_mesh import init_device_mesh
+
     mesh = init_device_mesh(device.type, (distributed.world_size(),))
     for block in _blocks(module):
         if not isinstance(block, FSDPModule):

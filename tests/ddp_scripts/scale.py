@@ -163,6 +163,8 @@ def fsdp_and_ddp_part(strategy: str) -> dict:
     module = model()
     trainer = trainer_for(module, strategy, async_save=strategy == "fsdp")
     callbacks = [
+        # Copies the (sharded) state_dict each epoch and loads the best one back at the end.
+        EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
         ModelCheckpoint(f"../shared/{strategy}/weights.pt", save_weights_only=True),
         ModelCheckpoint(f"../shared/{strategy}/full.pt"),
     ]
@@ -177,7 +179,13 @@ def fsdp_and_ddp_part(strategy: str) -> dict:
         verbose=0,
     )
     trainer.save_weights(f"../shared/{strategy}/save_weights.pt")
+    evaluated = trainer.evaluate(x_val, y_val, batch_size=8, verbose=0, return_dict=True)
+    trainer.load_weights(f"../shared/{strategy}/weights.pt")  # full weights, resharded
     return {
+        "evaluate_after_load_weights": [
+            evaluated,
+            trainer.evaluate(x_val, y_val, batch_size=8, verbose=0, return_dict=True),
+        ],
         "history": history.history,
         "evaluate": trainer.evaluate(x_val, y_val, batch_size=8, verbose=0, return_dict=True),
         "evaluate_of_1": trainer.evaluate(x_val[:1], y_val[:1], verbose=0, return_dict=True),
