@@ -98,6 +98,16 @@ def test_fsdp2_fit_evaluate_and_predict_match_ddp(runs):
     assert after == pytest.approx(before, rel=1e-6)  # load_weights of a full weights file
 
 
+def test_gradient_accumulation_keeps_the_ranks_in_step_at_a_partial_last_step(runs):
+    out, _, results = runs
+    rank0 = results["parts0"]["accumulated_ddp"]["local_weights"]
+    assert rank0 == results["parts1"]["accumulated_ddp"]["local_weights"]
+    ddp = torch.load(out / "shared/accumulated_ddp.pt", weights_only=True)
+    fsdp = torch.load(out / "shared/accumulated_fsdp.pt", weights_only=True)
+    for key, value in ddp.items():
+        torch.testing.assert_close(fsdp[key], value, atol=1e-5, rtol=1e-5)
+
+
 def test_a_module_the_user_sharded_is_used_as_it_is_with_strategy_none(runs):
     _, _, results = runs
     user = results["parts0"]["user_sharded"]

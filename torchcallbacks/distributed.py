@@ -11,9 +11,11 @@ rank runs at the same batch or epoch boundary.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import os
 import weakref
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -130,6 +132,24 @@ def prepare(
         return module, optimizer
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids), optimizer
+
+
+@contextlib.contextmanager
+def no_gradient_sync(module: torch.nn.Module) -> Iterator[None]:
+    """Accumulate gradients locally (DDP's ``no_sync``, FSDP2's
+    ``set_requires_gradient_sync(False)``); other modules are left as they are."""
+    if isinstance(module, DistributedDataParallel):
+        with module.no_sync():
+            yield
+        return
+    if not callable(getattr(module, "set_requires_gradient_sync", None)):
+        yield
+        return
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -312,6 +312,8 @@ class Trainer:
         pending = position.restore_gradients(resume)
         batch_logs = self._batch_logs
         first = True
+        known = [n for n in (steps, _length(train)) if n is not None]
+        last_batch = min(known) if known else None
         position.in_epoch = True
         for batch_index, batch in enumerate(
             train.epoch(epoch, self._data_generator, skip, after_skip), start=skip
@@ -324,8 +326,9 @@ class Trainer:
             if not pending:
                 optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
             boundary = (batch_index + 1) % accumulate == 0
-            if distributed_run and not boundary and isinstance(self._module, DDP):
-                with self._module.no_sync():  # gradients are all-reduced at the step only
+            # The epoch's last batch synchronises too: the step after the loop uses it.
+            if distributed_run and not boundary and batch_index + 1 != last_batch:
+                with distributed.no_gradient_sync(self._module):  # synchronised at the step
                     values, size = self._forward_backward(batch, batch_index)
             else:
                 values, size = self._forward_backward(batch, batch_index)

@@ -199,6 +199,18 @@ def fsdp_and_ddp_part(strategy: str) -> dict:
     }
 
 
+def accumulation_part(strategy: str) -> dict:
+    """7 batches per epoch and rank, a step every 2: the epoch's last batch (a step of its
+    own after the loop) must have its gradients synchronised too."""
+    x, y = data(56, seed=9)
+    trainer = trainer_for(model(), strategy, accumulate_grad_batches=2)
+    trainer.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    trainer.save_weights(f"../shared/accumulated_{strategy}.pt")
+    if strategy == "fsdp":  # each rank holds its shards: compared through the saved file
+        return {}
+    return {"local_weights": [value.tolist() for value in trainer.model.state_dict().values()]}
+
+
 def user_sharded_part() -> dict:
     """A module the user sharded with fully_shard, and its optimizer built afterwards:
     strategy=None uses both as they are."""
@@ -306,6 +318,8 @@ def main() -> None:
         result["ddp"] = fsdp_and_ddp_part("ddp")
         result["fsdp"] = fsdp_and_ddp_part("fsdp")
         result["user_sharded"] = user_sharded_part()
+        result["accumulated_ddp"] = accumulation_part("ddp")
+        result["accumulated_fsdp"] = accumulation_part("fsdp")
         result["local_backup"] = local_backup_part()
         result["reference_ddp"] = elastic_run("ddp", None)
         result["reference_fsdp"] = elastic_run("fsdp", None)
