@@ -4,7 +4,8 @@ The worker is ``tests/ddp_scripts/scale.py``, started three times for the whole 
 ``parts`` (default verbosity, agreed stops, FSDP2 against DDP, a node-local backup folder,
 uninterrupted references, and backups left by a crash), ``elastic`` (torchrun restarts
 the group after rank 1 dies mid-epoch, once under DDP and once under FSDP2) and
-``single`` (one process resumes the 2-rank backups).
+``single`` (one process resumes the 2-rank backups, and leaves a backup of its own that
+the ``elastic`` launch resumes on 2 ranks).
 
 gloo on CPU runs every collective used here (all-reduce, all-gather, reduce-scatter,
 object gathers); what it cannot show is NCCL's speed or GPU memory savings.
@@ -38,12 +39,12 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("scale")
     parts = launch.run(SCRIPTS / "scale.py", out, 2, "--launch", "parts", timeout=240)
     assert parts.returncode == 0, parts.stdout[-3000:] + parts.stderr[-3000:]
+    single = launch.run(SCRIPTS / "scale.py", out, 1, "--launch", "single", timeout=120)
+    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
     elastic = launch.run(
         SCRIPTS / "scale.py", out, 2, "--launch", "elastic", restarts=2, timeout=240
     )
     assert elastic.returncode == 0, elastic.stdout[-3000:] + elastic.stderr[-5000:]
-    single = launch.run(SCRIPTS / "scale.py", out, 1, "--launch", "single", timeout=120)
-    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
     results = {
         f"{name}{rank}": json.loads((out / f"{name}_rank{rank}.json").read_text())
         for name in ("parts", "elastic")
@@ -213,3 +214,19 @@ def test_the_fsdp_example_runs_under_torchrun_with_the_default_verbosity(tmp_pat
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 3  # header + 2 epochs
     weights = torch.load(tmp_path / "best.pt", weights_only=True)
     assert weights["head.weight"].shape == (2, 32)  # gathered, not a shard
+
+
+def test_a_1_process_backup_resumes_on_2_ranks(runs):
+    """Saved after batch 6 of 8 in epoch 0 (48 of 64 samples); each of 2 ranks (4 batches
+    of 8 per epoch) continues at its batch 3: 8 samples each, the 16 not seen yet."""
+    _, _, results = runs
+    for rank in ("elastic0", "elastic1"):
+        resumed = results[rank]["resumed_single"]
+        assert resumed["samples"] == {"0": 8, "1": 32}
+        assert len(resumed["history"]["loss"]) == 2
+    assert (
+        results["elastic0"]["resumed_single"]["history"]
+        == (results["elastic1"]["resumed_single"]["history"])
+    )
+    warned = results["elastic0"]["resumed_single"]["warnings"]
+    assert any("written by 1" in message for message in warned)

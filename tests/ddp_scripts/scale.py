@@ -266,12 +266,13 @@ def elastic_run(strategy: str, die: DieOnce | None) -> dict:
     return result
 
 
-def left_backup_part(strategy: str) -> dict:
-    """A 2-rank run that stops mid-epoch 1 (after global batch 7, 4 per epoch) with its
-    backup of global batch 6 kept in ../shared/left_<strategy>: resumed by one process."""
+def left_backup_part(name: str, strategy: str) -> dict:
+    """A run that stops after global batch 7 with its backup of global batch 6 kept in
+    ../shared/left_<name>, for a run with another number of processes. On 2 ranks (4
+    batches per epoch) that is mid-epoch 1; in one process (8 per epoch) mid-epoch 0."""
     x, y = data(64, seed=8)
     trainer = trainer_for(model(), strategy)
-    backup = BackupAndRestore(f"../shared/left_{strategy}", save_freq=2)
+    backup = BackupAndRestore(f"../shared/left_{name}", save_freq=2)
     try:
         trainer.fit(x, y, batch_size=8, epochs=2, callbacks=[backup, RaiseAt(7)], verbose=0)
     except KeyboardInterrupt:
@@ -279,7 +280,7 @@ def left_backup_part(strategy: str) -> dict:
     return {}
 
 
-def single_resume_part(strategy: str) -> dict:
+def resume_part(name: str, strategy: str) -> dict:
     x, y = data(64, seed=8)
     trainer = trainer_for(model(), strategy)
     seen = BatchesSeen()
@@ -290,7 +291,7 @@ def single_resume_part(strategy: str) -> dict:
             y,
             batch_size=8,
             epochs=2,
-            callbacks=[BackupAndRestore(f"../shared/left_{strategy}", save_freq=2), seen],
+            callbacks=[BackupAndRestore(f"../shared/left_{name}", save_freq=2), seen],
             verbose=0,
         )
     return {
@@ -323,15 +324,17 @@ def main() -> None:
         result["local_backup"] = local_backup_part()
         result["reference_ddp"] = elastic_run("ddp", None)
         result["reference_fsdp"] = elastic_run("fsdp", None)
-        left_backup_part("ddp")
-        left_backup_part("fsdp")
+        left_backup_part("ddp", "ddp")
+        left_backup_part("fsdp", "fsdp")
     elif args.launch == "elastic":
         result["elastic_ddp"] = elastic_run("ddp", DieOnce(5, attempt=0))
         result["elastic_fsdp"] = elastic_run("fsdp", DieOnce(11, attempt=1))
         result["restarts"] = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        result["resumed_single"] = resume_part("single", "ddp")
     else:
-        result["ddp"] = single_resume_part("ddp")
-        result["fsdp"] = single_resume_part("fsdp")
+        result["ddp"] = resume_part("ddp", "ddp")
+        result["fsdp"] = resume_part("fsdp", "fsdp")
+        left_backup_part("single", "ddp")
     with open(os.path.join(out, f"{args.launch}_rank{rank()}.json"), "w") as file:
         json.dump(result, file)
     if dist.is_initialized():
