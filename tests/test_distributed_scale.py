@@ -230,3 +230,14 @@ def test_a_1_process_backup_resumes_on_2_ranks(runs):
     )
     warned = results["elastic0"]["resumed_single"]["warnings"]
     assert any("written by 1" in message for message in warned)
+
+
+def test_a_sigterm_that_reaches_one_rank_makes_every_rank_back_up_at_one_boundary(tmp_path):
+    """Rank 1 alone gets SIGTERM after global batch 3; the ranks agree on it at that batch's
+    end and both back up after batch 4 (a collective), then terminate."""
+    done = launch.run(SCRIPTS / "scale.py", tmp_path, 2, "--launch", "sigterm", timeout=120)
+    assert done.returncode != 0  # terminated by the signal, as without the callback
+    assert "collective mismatch" not in done.stderr
+    state = torch.load(tmp_path / "shared/sigterm/latest.pt", weights_only=True)
+    assert state["training"]["global_train_batch"] == 4
+    assert len(state["ranks"]) == 2

@@ -31,6 +31,11 @@ STRATEGIES = ("auto", "ddp", "fsdp", None)
 
 # Messages a callback left for rank 0 to print (`announce`), sent at the next `agree_stop`.
 _messages: list[str] = []
+# Events that every rank must act on at the same boundary although some ranks see them
+# first (a SIGTERM): `request`ed locally, `agreed` by the next `agree_stop`.
+FLAGS = ("terminating",)
+_requested: set[str] = set()
+_agreed: set[str] = set()
 
 
 def is_active() -> bool:
@@ -199,6 +204,21 @@ def announce(message: str) -> None:
         _messages.append(message)
 
 
+def request(flag: str) -> None:
+    """Raise ``flag`` (one of `FLAGS`) on this rank; every rank sees it as `agreed` after the
+    next `agree_stop` (at once in a single process)."""
+    (_requested if is_active() else _agreed).add(flag)
+
+
+def agreed(flag: str) -> bool:
+    return flag in _agreed
+
+
+def clear(flag: str) -> None:
+    _requested.discard(flag)
+    _agreed.discard(flag)
+
+
 def agree_stop(flag: bool, device: torch.device) -> bool:
     """Whether any rank stops, on every rank; rank 0 prints what any rank `announce`d.
 
@@ -207,9 +227,11 @@ def agree_stop(flag: bool, device: torch.device) -> bool:
     """
     if not is_active():
         return flag
-    value = torch.tensor([1.0 if flag else 0.0, 1.0 if _messages else 0.0], device=device)
+    flags = [flag, bool(_messages), *(name in _requested for name in FLAGS)]
+    value = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    stop, any_messages = (bool(v) for v in value.tolist())
+    stop, any_messages, *raised = (bool(v) for v in value.tolist())
+    _agreed.update(name for name, up in zip(FLAGS, raised) if up)
     if any_messages:
         gathered: list[list[str] | None] = [None] * world_size()
         dist.all_gather_object(gathered, list(_messages))

@@ -15,6 +15,7 @@ import argparse
 import gc
 import json
 import os
+import signal
 import warnings
 
 import torch
@@ -105,6 +106,19 @@ class DieOnce(Callback):
             and self.trainer.global_train_batch == self.global_batch
         ):
             os._exit(3)
+
+
+class SigtermOnRank1(Callback):
+    """Rank 1 alone receives SIGTERM after a global batch (a scheduler's signal that
+    reaches the ranks at different batches)."""
+
+    def __init__(self, global_batch: int) -> None:
+        super().__init__()
+        self.global_batch = global_batch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.trainer.rank == 1 and self.trainer.global_train_batch == self.global_batch:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class BatchesSeen(Callback):
@@ -304,7 +318,9 @@ def resume_part(name: str, strategy: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
-    parser.add_argument("--launch", choices=["parts", "elastic", "single"], required=True)
+    parser.add_argument(
+        "--launch", choices=["parts", "elastic", "single", "sigterm"], required=True
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = os.path.abspath(args.out)
@@ -326,6 +342,11 @@ def main() -> None:
         result["reference_fsdp"] = elastic_run("fsdp", None)
         left_backup_part("ddp", "ddp")
         left_backup_part("fsdp", "fsdp")
+    elif args.launch == "sigterm":  # both ranks back up at one boundary, then terminate
+        x, y = data(64, seed=10)
+        trainer = trainer_for(model())
+        callbacks = [BackupAndRestore("../shared/sigterm"), SigtermOnRank1(3)]
+        trainer.fit(x, y, batch_size=4, epochs=2, callbacks=callbacks, verbose=0)
     elif args.launch == "elastic":
         result["elastic_ddp"] = elastic_run("ddp", DieOnce(5, attempt=0))
         result["elastic_fsdp"] = elastic_run("fsdp", DieOnce(11, attempt=1))

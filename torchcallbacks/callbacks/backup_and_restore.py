@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from torchcallbacks import checkpoint_io, distributed_checkpoint
+from torchcallbacks import checkpoint_io, distributed, distributed_checkpoint
 from torchcallbacks.callbacks.base import Callback
 
 
@@ -114,15 +114,17 @@ class BackupAndRestore(Callback):
     # -- back up ---------------------------------------------------------------------------
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         due = self.save_freq != "epoch" and self.trainer.global_train_batch % self.save_freq == 0
-        if due or self._terminating:
+        if due or self._terminating_everywhere():
             self._schedule_backup(logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.save_freq == "epoch" or self._terminating:
+        if self.save_freq == "epoch" or self._terminating_everywhere():
             self._schedule_backup(logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        terminating = self._terminating
+        # The backup is a collective under torchrun: every rank decides together.
+        terminating = distributed.any_rank(self._terminating, self.trainer.device)
+        self._terminating = terminating
         try:
             if self.delete_checkpoint and not terminating:
                 self._delete_backup()
@@ -173,6 +175,7 @@ class BackupAndRestore(Callback):
             signal.signal(signal.SIGTERM, self._previous_handler)
             self._handler_installed = False
         self._terminating = False
+        distributed.clear("terminating")
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         if self._terminating or not self._fit_running(frame):
@@ -182,6 +185,18 @@ class BackupAndRestore(Callback):
             signal.raise_signal(signum)
             return
         self._terminating = True  # back up at the next batch boundary, then terminate
+        distributed.request("terminating")  # under torchrun: at a boundary all ranks agree on
+
+    def _terminating_everywhere(self) -> bool:
+        """Whether to make the SIGTERM backup now. Under torchrun the backup is a collective,
+        so every rank makes it at the same boundary: once the ranks have agreed that a
+        SIGTERM reached one of them (each then terminates after the backup)."""
+        if not distributed.is_active():
+            return self._terminating
+        if distributed.agreed("terminating"):
+            self._terminating = True
+            return True
+        return False
 
     def _fit_running(self, frame: FrameType | None) -> bool:
         """Whether this thread is inside `Trainer.fit` of this callback's trainer."""
