@@ -48,6 +48,11 @@ class BackupAndRestore(Callback):
       from epoch 0. An exception leaves the backup in place for the rerun, and so does a
       ``SIGTERM`` during the last epoch (the rerun then trains 0 epochs and finishes).
 
+    Under torchrun every process takes part: the backup holds each process's RNG states
+    and epoch accumulators (a restarted group continues exactly), a sharded (FSDP2) module
+    is saved as a directory of shards, and ``backup_dir`` must be on a filesystem every
+    process shares; processes that do not see the same backup all raise one error.
+
     Each backup is written once every callback has handled the batch or epoch end that
     triggered it (`Trainer.run_after_callbacks`), so the callbacks listed after this one are
     included. Use a different folder from ModelCheckpoint's, and the same callbacks, in
