@@ -60,8 +60,7 @@ def main() -> None:
         epochs=args.epochs,
         validation_split=0.2,
         callbacks=callbacks,
-        verbose=2,
-    )
+    )  # the default verbose="auto": the progress bar, drawn by rank 0
 
     x_val, y_val = x[int(len(x) * 0.8) :], y[int(len(y) * 0.8) :]
     results = trainer.evaluate(x_val, y_val, verbose=0, return_dict=True)  # over every shard

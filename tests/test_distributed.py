@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +21,13 @@ import torch.distributed as dist
 
 SCRIPTS = Path(__file__).parent / "ddp_scripts"
 sys.path.insert(0, str(SCRIPTS))
+import launch  # noqa: E402
 import train_ddp  # noqa: E402  (the worker script: its model and constants)
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
     reason="torch.distributed with gloo is not available in this torch build",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(
@@ -44,17 +37,7 @@ def _run(
     script: Path = SCRIPTS / "train_ddp.py",
     timeout: float = 120,
 ) -> subprocess.CompletedProcess:
-    """Run a script alone or under torchrun; a collective stuck > 60 s errors out."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(TORCHCALLBACKS_DIST_TIMEOUT="60", OMP_NUM_THREADS="1")
-    launcher = [sys.executable]
-    if processes > 1:
-        launcher += [
-            "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={processes}",
-            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-        ]  # fmt: skip
-    command = [*launcher, str(script), "--out", str(out), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    return launch.run(script, out, processes, *args, timeout=timeout)
 
 
 def _files(folder: Path) -> list[str]:

@@ -93,7 +93,11 @@ def is_hdf5_path(path: str | os.PathLike) -> bool:
 
 def save_weights(module: torch.nn.Module, path: str | os.PathLike) -> None:
     """Write ``module.state_dict()`` to ``path`` atomically (HDF5 for ``.h5``/``.hdf5``)."""
-    weights = _plain_module(module).state_dict()
+    save_state_dict(_plain_module(module).state_dict(), path)
+
+
+def save_state_dict(weights: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write a module's ``state_dict`` as `save_weights` does."""
     if is_hdf5_path(path):
         _save_h5(path, {"model": weights}, WEIGHTS_FORMAT)
     else:
@@ -190,6 +194,10 @@ def load_checkpoint(
         state = load_checkpoint("ckpt/03-0.41.pt", model, optimizer)
         state["epoch"], state["logs"]
     """
+    if os.path.isdir(path):  # a sharded (DCP) checkpoint directory
+        from torchcallbacks.distributed_checkpoint import load_sharded_checkpoint
+
+        return load_sharded_checkpoint(path, model, optimizer)
     data = load_file(path)
     full = is_full_checkpoint(data)
     if model is not None:

@@ -1,14 +1,21 @@
 """torch.distributed glue: process group set-up under torchrun, DDP wrapping, reductions.
 
 Everything here is a no-op in a single process, so the training loop calls it freely.
+
+Every collective in this module is called by the loop at a point every rank reaches in the
+same order (never from code that runs on one rank only: printing, writing files). Stop
+decisions and messages that one rank alone can see go through `agree_stop`, which every
+rank runs at the same batch or epoch boundary.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import os
 import weakref
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,15 +24,52 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 # A rank that dies leaves the others blocked in a collective; torchrun ends them, and this
-# bounds the wait when processes are started some other way.
-_TIMEOUT = timedelta(seconds=float(os.environ.get("TORCHCALLBACKS_DIST_TIMEOUT", "300")))
+# bounds the wait when processes are started some other way. Trainer(distributed_timeout=)
+# overrides it; the variable lets a launcher set it without touching the script.
+DEFAULT_TIMEOUT = timedelta(seconds=float(os.environ.get("TORCHCALLBACKS_DIST_TIMEOUT", "300")))
+STRATEGIES = ("auto", "ddp", "fsdp", None)
+
+# Messages a callback left for rank 0 to print (`announce`), sent at the next `agree_stop`.
+_messages: list[str] = []
+# Events that every rank must act on at the same boundary although some ranks see them
+# first (a SIGTERM): `request`ed locally, `agreed` by the next `agree_stop`.
+FLAGS = ("terminating",)
+_requested: set[str] = set()
+_agreed: set[str] = set()
 
 
 def is_active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def setup(device: torch.device | None) -> torch.device | None:
+def as_timeout(value: float | timedelta | None) -> timedelta:
+    """``Trainer(distributed_timeout=)`` as a timedelta (seconds, a timedelta, or None for
+    the default: 300 s, or ``TORCHCALLBACKS_DIST_TIMEOUT`` seconds)."""
+    if value is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TypeError(
+            f"distributed_timeout must be a number of seconds or a datetime.timedelta, got "
+            f"{type(value).__name__}"
+        )
+    if not seconds > 0:
+        raise ValueError(f"distributed_timeout must be positive, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+def check_strategy(strategy: str | None) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"Unknown strategy {strategy!r}; use 'auto' (DDP when several processes run), "
+            "'ddp', 'fsdp' (FSDP2 fully_shard) or None (the module is used as it is)."
+        )
+
+
+def setup(device: torch.device | None, timeout: timedelta = DEFAULT_TIMEOUT) -> torch.device | None:
     """Initialise the process group under torchrun (``WORLD_SIZE > 1``); pick the device.
 
     Returns the device to use: ``cuda:LOCAL_RANK`` on GPU machines when none was given.
@@ -33,7 +77,7 @@ def setup(device: torch.device | None) -> torch.device | None:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and dist.is_available() and not dist.is_initialized():
         cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
-        dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=_TIMEOUT)
+        dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timeout)
         atexit.register(_destroy_process_group)
     if is_active() and device is None and torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -70,14 +114,47 @@ def world_size() -> int:
     return dist.get_world_size() if is_active() else 1
 
 
-def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The module to run forward passes on: DDP-wrapped when distributed."""
-    if not is_active() or isinstance(module, DistributedDataParallel):
-        return module
+def prepare(
+    module: torch.nn.Module, optimizer: Any, device: torch.device, strategy: str | None
+) -> tuple[torch.nn.Module, Any]:
+    """The module to run forward passes on, and the optimizer to use with it.
+
+    ``"auto"``: a module already sharded with ``fully_shard`` is used as it is, others are
+    wrapped in DDP when distributed; ``"ddp"``: DDP; ``"fsdp"``: FSDP2 (`fsdp.shard`, and an
+    optimizer instance rebuilt on the sharded parameters); None: the module as it is. In a
+    single process the module is used as it is, whatever the strategy.
+    """
+    check_strategy(strategy)
+    if not is_active() or strategy is None or isinstance(module, DistributedDataParallel):
+        return module, optimizer
+    from torchcallbacks import fsdp
+
+    if strategy == "fsdp" or (strategy == "auto" and fsdp.is_sharded(module)):
+        names = fsdp.parameter_names(module)
+        fsdp.shard(module, device)
+        return module, fsdp.rebuild_optimizer(optimizer, names, module)
     if not any(p.requires_grad for p in module.parameters()):
-        return module
+        return module, optimizer
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+    return DistributedDataParallel(module, device_ids=ids), optimizer
+
+
+@contextlib.contextmanager
+def no_gradient_sync(module: torch.nn.Module) -> Iterator[None]:
+    """Accumulate gradients locally (DDP's ``no_sync``, FSDP2's
+    ``set_requires_gradient_sync(False)``); other modules are left as they are."""
+    if isinstance(module, DistributedDataParallel):
+        with module.no_sync():
+            yield
+        return
+    if not callable(getattr(module, "set_requires_gradient_sync", None)):
+        yield
+        return
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -103,6 +180,81 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of every rank's ``value``, on every rank."""
+    if not is_active():
+        return value
+    tensor = torch.tensor([value], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def announce(message: str) -> None:
+    """Have rank 0 print ``message``, whichever rank calls this.
+
+    In one process it prints at once. Distributed, the message waits for the next
+    `agree_stop` (the end of the batch or epoch), where every rank sends rank 0 what it
+    has: a rank that alone sees a problem (a NaN loss) still gets its line printed once.
+    """
+    if not is_active():
+        print(message)
+    else:
+        _messages.append(message)
+
+
+def request(flag: str) -> None:
+    """Raise ``flag`` (one of `FLAGS`) on this rank; every rank sees it as `agreed` after the
+    next `agree_stop` (at once in a single process)."""
+    (_requested if is_active() else _agreed).add(flag)
+
+
+def agreed(flag: str) -> bool:
+    return flag in _agreed
+
+
+def clear(flag: str) -> None:
+    _requested.discard(flag)
+    _agreed.discard(flag)
+
+
+def agree_stop(flag: bool, device: torch.device) -> bool:
+    """Whether any rank stops, on every rank; rank 0 prints what any rank `announce`d.
+
+    Every rank calls it at the same boundaries: one all-reduce, and a gather of the
+    messages only when some rank has one (every rank learns that from the all-reduce).
+    """
+    if not is_active():
+        return flag
+    flags = [flag, bool(_messages), *(name in _requested for name in FLAGS)]
+    value = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    stop, any_messages, *raised = (bool(v) for v in value.tolist())
+    _agreed.update(name for name, up in zip(FLAGS, raised) if up)
+    if any_messages:
+        gathered: list[list[str] | None] = [None] * world_size()
+        dist.all_gather_object(gathered, list(_messages))
+        _messages.clear()
+        if rank() == 0:  # the same line from several ranks is printed once
+            for message in dict.fromkeys(m for messages in gathered for m in messages or []):
+                print(message)
+    return stop
+
+
+def checks_stop_each_batch(callbacks: Any, device: torch.device) -> bool:
+    """Whether the ranks agree on stopping after every batch, decided once per fit.
+
+    True when a callback on any rank implements training batch hooks that may set
+    ``stop_training`` (display-only callbacks such as the progress bar declare
+    ``stops_training = False``). Every rank computes it from the all-reduced answer, so the
+    per-batch collective runs on all of them or on none, whichever callbacks each holds.
+    """
+    local = any(
+        callback.implements_batch_hooks("train") and getattr(callback, "stops_training", True)
+        for callback in callbacks
+    )
+    return any_rank(local, device)
 
 
 def shared_seed(device: torch.device) -> int:

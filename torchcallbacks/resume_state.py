@@ -16,6 +16,7 @@ import torch
 from torchcallbacks import __version__
 from torchcallbacks.callbacks.base import Callback, CallbackList
 from torchcallbacks.checkpoint_io import FORMAT
+from torchcallbacks.distributed_checkpoint import SHARDED_KEY, load_in_place
 from torchcallbacks.rng import get_rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -98,9 +99,12 @@ class ResumeState:
     def load_weights_and_optimizer(self, state: Mapping[str, Any]) -> None:
         """Load the module, optimizer, scaler and step count of a checkpoint."""
         trainer = self.trainer
-        trainer.model.load_state_dict(state["model"])
-        if trainer.optimizer is not None and state.get("optimizer") is not None:
-            trainer.optimizer.load_state_dict(state["optimizer"])
+        if SHARDED_KEY in state:  # a DCP directory: loaded (and resharded) in place
+            load_in_place(trainer.model, trainer.optimizer, state[SHARDED_KEY])
+        else:
+            trainer.model.load_state_dict(state["model"])
+            if trainer.optimizer is not None and state.get("optimizer") is not None:
+                trainer.optimizer.load_state_dict(state["optimizer"])
         if trainer.scaler is not None and state.get("scaler"):
             trainer.scaler.load_state_dict(state["scaler"])
         if trainer.ema is not None and state.get("ema") is not None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from torchcallbacks import distributed
+from torchcallbacks import distributed, distributed_checkpoint
 from torchcallbacks.callbacks.base import Callback, CallbackList, sanitize_logs
 from torchcallbacks.callbacks.history import History
 from torchcallbacks.data import (
@@ -26,6 +27,7 @@ from torchcallbacks.data import (
     split_validation,
 )
 from torchcallbacks.ema import ExponentialMovingAverage
+from torchcallbacks.fsdp import Lockstep, is_sharded
 from torchcallbacks.metrics import Objective
 from torchcallbacks.optimizers import expose_on_module, resolve_optimizer
 from torchcallbacks.resume_state import ResumeState
@@ -55,9 +57,15 @@ class Trainer:
     ``accumulate_grad_batches`` (step every N batches and at each epoch end),
     ``gradient_clip_norm`` / ``gradient_clip_value`` (after unscaling), ``compile``
     (``torch.compile``, falls back to eager with a warning), ``channels_last``,
-    ``weighted_metrics`` (metrics weighted by ``sample_weight``/``class_weight``, as Keras's).
+    ``weighted_metrics`` (metrics weighted by ``sample_weight``/``class_weight``, as Keras's),
     ``ema_momentum`` (keep ``trainer.ema``, a moving average of the weights updated after each
     optimizer step and copied into the module when `fit` ends, as Keras's ``use_ema``).
+
+    Under torchrun: ``strategy`` ("auto": DDP when several processes run, "ddp", "fsdp":
+    FSDP2 ``fully_shard``, None: the module as it is) and ``distributed_timeout`` (seconds or
+    a timedelta a collective may wait, default 300). ``async_save``: sharded checkpoints
+    written during `fit` (ModelCheckpoint, BackupAndRestore) are written in the background
+    (``torch.distributed.checkpoint.async_save``), at most one at a time.
     """
 
     def __init__(
@@ -76,6 +84,9 @@ class Trainer:
         channels_last: bool = False,
         weighted_metrics: Sequence[Any] | Mapping[str, Any] | None = None,
         ema_momentum: float | None = None,
+        strategy: str | None = "auto",
+        distributed_timeout: float | timedelta | None = None,
+        async_save: bool = False,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -88,8 +99,10 @@ class Trainer:
         wrapped = model if isinstance(model, DDP) else None
         self.model: torch.nn.Module = model.module if wrapped is not None else model
         requested = torch.device(device) if device is not None else None
+        distributed.check_strategy(strategy)
+        timeout = distributed.as_timeout(distributed_timeout)
         if wrapped is None:
-            requested = distributed.setup(requested)
+            requested = distributed.setup(requested, timeout)
         if requested is None:
             requested = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.device: torch.device = requested
@@ -97,7 +110,12 @@ class Trainer:
             self.model.to(self.device)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self._module = wrapped or distributed.wrap(self.model, self.device)
+        if wrapped is None:
+            self._module, optimizer = distributed.prepare(
+                self.model, optimizer, self.device, strategy
+            )
+        else:
+            self._module = wrapped
         if wrapped is None and self._module is not self.model:
             distributed.release_at_exit(self)
         self.optimizer = resolve_optimizer(optimizer, self.model.parameters())
@@ -119,6 +137,7 @@ class Trainer:
         self.ema = (
             None if ema_momentum is None else ExponentialMovingAverage(self.model, ema_momentum)
         )
+        self.async_save = async_save
 
         self.history: History | None = None
         self._stop_training = False
@@ -134,6 +153,7 @@ class Trainer:
         self._deferred: list[Callable[[], None]] = []
         self._eager_module: torch.nn.Module | None = None  # set until compile is proven
         self._batch_logs = False
+        self._stop_each_batch = False
         self.samples_per_epoch: int | None = None
         self.batch_size: int | None = None
         self.last_batch_size = 0
@@ -238,9 +258,9 @@ class Trainer:
         self.global_train_batch = 0
         self._deferred = []
         if resume_from is not None:
-            from torchcallbacks.checkpoint_io import is_full_checkpoint, load_file
+            from torchcallbacks.checkpoint_io import is_full_checkpoint
 
-            state = load_file(resume_from)
+            state = distributed_checkpoint.read_full(resume_from)
             if not is_full_checkpoint(state):
                 raise ValueError(
                     f"resume_from={resume_from!r} holds weights only; resuming needs a full "
@@ -254,9 +274,11 @@ class Trainer:
         start_epoch, skip = initial_epoch, 0
         resume, self._resume.pending = self._resume.pending, None
         if resume is not None:
+            resume = distributed_checkpoint.for_this_rank(resume)  # its own RNG, accumulators
             start_epoch, skip = self._resume.apply(resume, callbacks)
         batch_hooks = callbacks.implements_batch_hooks("train")
         self._batch_logs = callbacks.needs_batch_logs("train")
+        self._stop_each_batch = distributed.checks_stop_each_batch(callbacks, self.device)
         epoch_logs: dict[str, Any] = {}
         with preserved_modes(self._module):
             if not self._module.training:  # else parts set to eval() (frozen) stay so
@@ -277,7 +299,7 @@ class Trainer:
                     callbacks.on_epoch_end(epoch, epoch_logs)
                     self._run_deferred()
                     with expected_sync():
-                        stop = distributed.any_rank(self.stop_training, self.device)
+                        stop = distributed.agree_stop(self.stop_training, self.device)
                     if stop:
                         self.stop_training = True
                         break
@@ -287,6 +309,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.copy_to_module()
         callbacks.on_train_end(epoch_logs)
+        distributed_checkpoint.finish_saves()
         self._callbacks = None
         return self.history  # type: ignore[return-value]
 
@@ -310,6 +333,8 @@ class Trainer:
         pending = position.restore_gradients(resume)
         batch_logs = self._batch_logs
         first = True
+        known = [n for n in (steps, _length(train)) if n is not None]
+        last_batch = min(known) if known else None
         position.in_epoch = True
         for batch_index, batch in enumerate(
             train.epoch(epoch, self._data_generator, skip, after_skip), start=skip
@@ -322,8 +347,9 @@ class Trainer:
             if not pending:
                 optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
             boundary = (batch_index + 1) % accumulate == 0
-            if distributed_run and not boundary and isinstance(self._module, DDP):
-                with self._module.no_sync():  # gradients are all-reduced at the step only
+            # The epoch's last batch synchronises too: the step after the loop uses it.
+            if distributed_run and not boundary and batch_index + 1 != last_batch:
+                with distributed.no_gradient_sync(self._module):  # synchronised at the step
                     values, size = self._forward_backward(batch, batch_index)
             else:
                 values, size = self._forward_backward(batch, batch_index)
@@ -339,8 +365,8 @@ class Trainer:
                 if self._deferred:
                     self._run_deferred()
             stop = self.stop_training
-            if distributed_run and (batch_hooks or first):
-                stop = distributed.any_rank(stop, self.device)
+            if distributed_run and (self._stop_each_batch or first):  # the same on every rank
+                stop = distributed.agree_stop(stop, self.device)
             first = False
             if stop:
                 self.stop_training = True
@@ -458,6 +484,8 @@ class Trainer:
         batch_hooks = callbacks.implements_batch_hooks("test")
         batch_logs = callbacks.needs_batch_logs("test")
         training_tracker, self._active_tracker = self._active_tracker, tracker
+        lockstep = Lockstep(self, batches, steps)
+        step = lockstep.counted(step)
         try:
             with self._inference():
                 for batch_index, batch in enumerate(batches.epoch(0, self._data_generator)):
@@ -473,6 +501,7 @@ class Trainer:
                         )
                     if self.stop_evaluating:
                         break
+                lockstep.finish()
         finally:
             self._active_tracker = training_tracker
         with expected_sync():
@@ -501,18 +530,21 @@ class Trainer:
         callback_list.on_predict_begin({})
         batch_hooks = callback_list.implements_batch_hooks("predict")
         outputs: list[Any] = []
+        lockstep = Lockstep(self, batches, steps)
+        predict_batch = lockstep.counted(self._steps.predict_batch)
         with self._inference():
             for batch_index, batch in enumerate(batches.epoch(0, self._data_generator)):
                 if steps is not None and batch_index >= steps:
                     break
                 if batch_hooks:
                     callback_list.on_predict_batch_begin(batch_index, {})
-                output = self._steps.predict_batch(batch, batch_index)
+                output = predict_batch(batch, batch_index)
                 outputs.append(output)
                 if batch_hooks:
                     callback_list.on_predict_batch_end(batch_index, {"outputs": output})
                 if self.stop_predicting:
                     break
+            lockstep.finish()
         callback_list.on_predict_end({})
         gather = distributed.is_active() and batches.sharded
         with expected_sync():  # once: the outputs come back to the CPU
@@ -586,6 +618,8 @@ class Trainer:
             if inner.broadcast_buffers:
                 distributed.broadcast_buffers(inner.module)
             self._module = inner.module
+        elif distributed.is_active() and is_sharded(inner):  # FSDP2 leaves buffers unsynced
+            distributed.broadcast_buffers(inner)
         try:
             with preserved_modes(self._module), torch.no_grad():
                 self._module.eval()
@@ -609,7 +643,8 @@ class Trainer:
         if isinstance(callbacks, CallbackList):
             callbacks = callbacks.callbacks
         callbacks = [*self._steps.callbacks(training), *(callbacks or [])]
-        show_progress = verbose != 0 and self.is_main_process
+        # On every rank (it prints on rank 0 only): every rank holds the same callbacks.
+        show_progress = verbose != 0
         expose_on_module(self.model, self.optimizer)  # Keras callbacks' self.model.optimizer
         return CallbackList(
             callbacks,
@@ -694,22 +729,19 @@ class Trainer:
 
     # -- files -----------------------------------------------------------------------------
     def save_weights(self, path: str) -> None:
-        """Save the module's ``state_dict`` (``.h5``/``.hdf5``: HDF5, else ``torch.save``)."""
-        from torchcallbacks.checkpoint_io import save_weights
-
-        save_weights(self.model, path)
+        """Save the module's full ``state_dict`` (``.h5``/``.hdf5``: HDF5, else
+        ``torch.save``). Under torchrun call it on every rank: rank 0 writes."""
+        distributed_checkpoint.save_weights(self, path)
 
     def load_weights(self, path: str) -> None:
         """Load weights saved by `save_weights`, `save` or ModelCheckpoint into the module."""
-        from torchcallbacks.checkpoint_io import load_checkpoint
-
-        load_checkpoint(path, model=self.model)
+        distributed_checkpoint.load_weights(self, path)
 
     def save(self, path: str) -> None:
-        """Save a full checkpoint: module, optimizer, epoch, callbacks' state, RNG."""
-        from torchcallbacks.checkpoint_io import save_checkpoint
-
-        save_checkpoint(path, self.checkpoint_state())
+        """Save a full checkpoint: module, optimizer, epoch, callbacks' state, RNG (a
+        directory of shards under ``strategy="fsdp"``; call it on every rank)."""
+        distributed_checkpoint.save_full(self, path)
+        distributed_checkpoint.finish_saves()
 
 
 def _results(logs: dict[str, Any], return_dict: bool) -> Any:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from torchcallbacks import checkpoint_io
+from torchcallbacks import checkpoint_io, distributed, distributed_checkpoint
 from torchcallbacks.callbacks.base import Callback
 
 
@@ -47,6 +47,11 @@ class BackupAndRestore(Callback):
       (``delete_checkpoint=False`` keeps the final state instead), so a later `fit` starts
       from epoch 0. An exception leaves the backup in place for the rerun, and so does a
       ``SIGTERM`` during the last epoch (the rerun then trains 0 epochs and finishes).
+
+    Under torchrun every process takes part: the backup holds each process's RNG states
+    and epoch accumulators (a restarted group continues exactly), a sharded (FSDP2) module
+    is saved as a directory of shards, and ``backup_dir`` must be on a filesystem every
+    process shares; processes that do not see the same backup all raise one error.
 
     Each backup is written once every callback has handled the batch or epoch end that
     triggered it (`Trainer.run_after_callbacks`), so the callbacks listed after this one are
@@ -100,8 +105,9 @@ class BackupAndRestore(Callback):
     # -- restore ---------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._terminating = False
-        if os.path.exists(self.backup_path):
-            state = checkpoint_io.load_file(self.backup_path)
+        # Every rank checks that all see the same backup (a shared folder).
+        state = distributed_checkpoint.load_backup(self.trainer, self.backup_path, self.backup_dir)
+        if state is not None:
             if not checkpoint_io.is_full_checkpoint(state):
                 raise ValueError(
                     f"{self.backup_path} is not a BackupAndRestore backup (no full checkpoint "
@@ -113,15 +119,17 @@ class BackupAndRestore(Callback):
     # -- back up ---------------------------------------------------------------------------
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         due = self.save_freq != "epoch" and self.trainer.global_train_batch % self.save_freq == 0
-        if due or self._terminating:
+        if due or self._terminating_everywhere():
             self._schedule_backup(logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.save_freq == "epoch" or self._terminating:
+        if self.save_freq == "epoch" or self._terminating_everywhere():
             self._schedule_backup(logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        terminating = self._terminating
+        # The backup is a collective under torchrun: every rank decides together.
+        terminating = distributed.any_rank(self._terminating, self.trainer.device)
+        self._terminating = terminating
         try:
             if self.delete_checkpoint and not terminating:
                 self._delete_backup()
@@ -144,15 +152,13 @@ class BackupAndRestore(Callback):
             signal.raise_signal(signal.SIGTERM)
 
     def _save(self, logs: Mapping[str, Any] | None) -> None:
-        if self.trainer.is_main_process:
-            state = self.trainer.checkpoint_state(logs=logs)
-            checkpoint_io.save_checkpoint(self.backup_path, state)
+        # Every rank: each sends its RNG and accumulators; sharded modules write shards.
+        distributed_checkpoint.save_full(self.trainer, self.backup_path, logs=logs)
 
     def _delete_backup(self) -> None:
         if not self.trainer.is_main_process or not os.path.isdir(self.backup_dir):
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.backup_path)
+        distributed_checkpoint.remove(self.backup_path)
         for name in os.listdir(self.backup_dir):  # temp files of a killed write
             if name.startswith(f".{self.filename}.") and name.endswith(".tmp"):
                 with contextlib.suppress(FileNotFoundError):
@@ -174,6 +180,7 @@ class BackupAndRestore(Callback):
             signal.signal(signal.SIGTERM, self._previous_handler)
             self._handler_installed = False
         self._terminating = False
+        distributed.clear("terminating")
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         if self._terminating or not self._fit_running(frame):
@@ -183,6 +190,18 @@ class BackupAndRestore(Callback):
             signal.raise_signal(signum)
             return
         self._terminating = True  # back up at the next batch boundary, then terminate
+        distributed.request("terminating")  # under torchrun: at a boundary all ranks agree on
+
+    def _terminating_everywhere(self) -> bool:
+        """Whether to make the SIGTERM backup now. Under torchrun the backup is a collective,
+        so every rank makes it at the same boundary: once the ranks have agreed that a
+        SIGTERM reached one of them (each then terminates after the backup)."""
+        if not distributed.is_active():
+            return self._terminating
+        if distributed.agreed("terminating"):
+            self._terminating = True
+            return True
+        return False
 
     def _fit_running(self, frame: FrameType | None) -> bool:
         """Whether this thread is inside `Trainer.fit` of this callback's trainer."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from torchcallbacks import checkpoint_io
+from torchcallbacks import checkpoint_io, distributed_checkpoint
 from torchcallbacks.callbacks._monitor import MonitorCallback
 
 
@@ -151,7 +151,7 @@ class ModelCheckpoint(MonitorCallback):
     # -- saving ----------------------------------------------------------------------------
     def _save_model(self, epoch: int, batch: int | None, logs: Mapping[str, Any]) -> None:
         path = self._get_file_path(epoch, batch, logs)
-        if os.path.isdir(path):
+        if os.path.isdir(path) and not distributed_checkpoint.is_sharded_checkpoint(path):
             raise OSError(
                 "Please specify a non-directory filepath for ModelCheckpoint. "
                 f"Filepath used is an existing directory: {path}"
@@ -253,13 +253,11 @@ class ModelCheckpoint(MonitorCallback):
         """Weights, or a full checkpoint. Full checkpoints are written after the callbacks
         listed after this one (History, loggers) have handled the epoch, so that
         ``fit(resume_from=path)`` continues their state exactly too."""
-        if not self._is_main_process:
-            return
+        # On every rank (rank 0 writes; sharded modules gather or write their shards).
         if self.save_weights_only:
-            checkpoint_io.save_weights(self.model, path)
+            distributed_checkpoint.save_weights(self.trainer, path)
         else:
-            state = self.trainer.checkpoint_state(epoch=epoch, logs=logs)
-            checkpoint_io.save_checkpoint(path, state)
+            distributed_checkpoint.save_full(self.trainer, path, epoch=epoch, logs=logs)
 
     @property
     def _is_main_process(self) -> bool:

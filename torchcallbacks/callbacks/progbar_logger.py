@@ -29,7 +29,13 @@ class ProgbarLogger(Callback):
 
     ``verbose`` comes from ``fit``/``evaluate``/``predict``: 1 (or "auto") draws the bar,
     2 prints one line per epoch. Off a terminal no control characters are written.
+
+    Under torchrun it is on every rank (so all ranks hold the same callbacks and run the
+    same collectives) and prints on rank 0 only. It never stops training, so it does not
+    make the ranks agree on stopping after every batch (``stops_training = False``).
     """
+
+    stops_training = False
 
     def __init__(
         self,
@@ -80,8 +86,14 @@ class ProgbarLogger(Callback):
         samples = self.trainer.samples_per_epoch
         return (samples, self.trainer.batch_size) if samples else None
 
+    def _prints(self) -> bool:
+        return self.trainer is None or self.trainer.is_main_process
+
     def _new_bar(self) -> None:
         self.seen = 0
+        if not self._prints():
+            self.progbar = None
+            return
         target = self.target
         samples = self._samples()
         if samples is not None and target is not None:
@@ -142,7 +154,7 @@ class ProgbarLogger(Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._new_bar()
-        if self.verbose and self.epochs > 1:
+        if self.verbose and self.epochs > 1 and self._prints():
             stream = self.stream or sys.stdout
             stream.write(f"Epoch {epoch + 1}/{self.epochs}\n")
             stream.flush()

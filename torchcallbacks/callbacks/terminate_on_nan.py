@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback
 
 
@@ -16,6 +17,10 @@ class TerminateOnNaN(Callback):
     Training stops after that batch; validation, ``on_epoch_end`` and ``on_train_end`` still
     run (Keras behaviour). With ``raise_error=True`` it raises a RuntimeError instead, so no
     ``on_train_end`` runs (a BackupAndRestore backup is kept). Only ``loss`` is checked.
+
+    Under torchrun each rank checks the loss of its own batches: when any rank sees an
+    invalid loss, every rank stops after that batch and rank 0 prints the line once.
+    With ``raise_error=True`` the rank that saw it raises, and torchrun ends the others.
     """
 
     def __init__(self, raise_error: bool = False) -> None:
@@ -31,7 +36,8 @@ class TerminateOnNaN(Callback):
                 f"NaN or Inf loss encountered at batch {batch}. Loss value: {loss}. "
                 "Terminating training immediately."
             )
-        if self.trainer is None or self.trainer.is_main_process:
-            print(f"Batch {batch}: Invalid loss, terminating training")
+        # Under torchrun each rank checks its own loss; rank 0 prints the line whichever
+        # rank saw it, and every rank stops after this batch (agreed by the trainer).
+        distributed.announce(f"Batch {batch}: Invalid loss, terminating training")
         if self.trainer is not None:
             self.trainer.stop_training = True

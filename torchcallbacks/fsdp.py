@@ -1,0 +1,166 @@
+"""FSDP2 glue: sharding a module with ``fully_shard``, its optimizer, and lockstep forwards.
+
+Under ``Trainer(strategy="fsdp")`` every block of the module (each child of an
+``nn.ModuleList`` or ``nn.Sequential`` that holds parameters) and then the module itself
+go through PyTorch's ``torch.distributed.fsdp.fully_shard``: parameters, gradients and
+optimizer states are sharded over the ranks, and each forward gathers a block's
+parameters just before it runs. A forward is therefore a collective: every rank must run
+the same number of them, which `Lockstep` ensures for evaluation and prediction.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from torchcallbacks import distributed
+
+try:  # public since torch 2.6; the package itself supports older torch without FSDP2
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+except ImportError:  # pragma: no cover - depends on the torch version
+    FSDPModule, fully_shard = None, None
+
+
+def is_sharded(module: torch.nn.Module) -> bool:
+    """Whether ``module`` or one of its submodules went through ``fully_shard``."""
+    if FSDPModule is None:
+        return False
+    return any(isinstance(submodule, FSDPModule) for submodule in module.modules())
+
+
+def _blocks(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The children of the module's containers (ModuleList, Sequential) that hold parameters,
+    innermost first (``fully_shard`` goes from the leaves to the root)."""
+    for submodule in reversed(list(module.modules())):
+        if isinstance(submodule, torch.nn.ModuleList | torch.nn.Sequential):
+            for child in submodule.children():
+                if child is not module and any(True for _ in child.parameters()):
+                    yield child
+
+
+def shard(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Apply ``fully_shard`` to the module's blocks and to the module (in place)."""
+    if fully_shard is None:
+        raise ImportError(
+            f"strategy='fsdp' needs FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6); "
+            f"this is torch {torch.__version__}. Upgrade torch, or use strategy='ddp'."
+        )
+    if is_sharded(module):
+        return module
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(device.type, (distributed.world_size(),))
+    for block in _blocks(module):
+        if not isinstance(block, FSDPModule):
+            fully_shard(block, mesh=mesh)
+    fully_shard(module, mesh=mesh)
+    return module
+
+
+def parameter_names(module: torch.nn.Module) -> dict[int, str]:
+    """``id(parameter) -> name``, taken before sharding replaces the parameters."""
+    return {id(parameter): name for name, parameter in module.named_parameters()}
+
+
+def rebuild_optimizer(
+    optimizer: Any, names: dict[int, str], module: torch.nn.Module
+) -> torch.optim.Optimizer | Any:
+    """The optimizer on the module's current (sharded) parameters, with the same class,
+    hyper-parameters and param groups; returned unchanged when its parameters are current
+    or it is not an optimizer instance (a name such as "adam" is resolved later)."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    current = dict(module.named_parameters())
+    groups = optimizer.param_groups
+    if all(current.get(names.get(id(p), "")) is p for g in groups for p in g["params"]):
+        return optimizer
+    rebuilt_groups = []
+    for group in groups:
+        missing = [p for p in group["params"] if id(p) not in names]
+        if missing:
+            raise ValueError(
+                "The optimizer holds parameters that are not the module's, so it cannot be "
+                "rebuilt on the sharded module: build it on model.parameters(), or pass it "
+                'by name (optimizer="adam").'
+            )
+        rebuilt = {key: value for key, value in group.items() if key != "params"}
+        rebuilt["params"] = [current[names[id(p)]] for p in group["params"]]
+        rebuilt_groups.append(rebuilt)
+    if optimizer.state:
+        warnings.warn(
+            "The optimizer already had state (it has stepped); the copy rebuilt on the "
+            "sharded parameters starts without it.",
+            stacklevel=3,
+        )
+    # Each group carries its hyper-parameters; the constructor gets the defaults it takes
+    # (AdamW's defaults hold a key its constructor does not accept).
+    accepted = inspect.signature(type(optimizer)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    defaults = {k: v for k, v in optimizer.defaults.items() if takes_any or k in accepted}
+    return type(optimizer)(rebuilt_groups, **defaults)
+
+
+class Lockstep:
+    """Makes every rank run as many evaluation or prediction forwards as the busiest one.
+
+    Evaluation shards are not padded with repeated samples (none may count twice), so a
+    rank may have one batch fewer than another. When a forward is a collective (a sharded
+    module), the ranks with fewer batches run the step again on their last batch and drop
+    the result: padding batches whose outputs are masked out entirely. Elsewhere it does
+    nothing. Usage::
+
+        lockstep = Lockstep(trainer, batches, steps)
+        step = lockstep.counted(step)
+        for ...: step(batch, index)
+        lockstep.finish()
+    """
+
+    def __init__(self, trainer: Any, batches: Any, steps: int | None) -> None:
+        self.active = distributed.is_active() and is_sharded(trainer.model)
+        self.done = 0
+        self.last: Any = None
+        self.total = 0
+        self._step: Callable[[Any, int], Any] | None = None
+        if not self.active:
+            return
+        try:
+            count = len(batches)
+        except TypeError:
+            if steps is None:
+                raise ValueError(
+                    "Under a sharded module (strategy='fsdp') every rank runs the same number "
+                    "of forward passes, so evaluation and prediction data need a length: pass "
+                    "a DataLoader over a Dataset, tensors, or steps=N."
+                ) from None
+            count = steps
+        if steps is not None:
+            count = min(count, steps)
+        self.total = distributed.max_over_ranks(count, trainer.device)
+
+    def counted(self, step: Callable[[Any, int], Any]) -> Callable[[Any, int], Any]:
+        if not self.active:
+            return step
+        self._step = step
+
+        def run(batch: Any, index: int) -> Any:
+            self.done += 1
+            self.last = batch
+            return step(batch, index)
+
+        return run
+
+    def finish(self) -> None:
+        """Run the padding forwards (the same count on every rank afterwards)."""
+        if not self.active or self.done >= self.total:
+            return
+        if self.last is None:
+            raise RuntimeError(
+                "This rank has no evaluation batch while others have some; a sharded forward "
+                "needs an input on every rank. Give every rank at least one batch."
+            )
+        for index in range(self.done, self.total):
+            self._step(self.last, index)  # type: ignore[misc]
