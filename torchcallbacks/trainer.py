@@ -209,6 +209,7 @@ class Trainer:
                 self._data_generator, training=True,
             )  # fmt: skip
             val = self._validation_batches(validation_data, validation_batch_size or batch_size)
+        self._resume.track_data(train)
         steps = steps_per_epoch if steps_per_epoch is not None else _length(train)
         self.batch_size = batch_size
         self.samples_per_epoch = train.shard_size if isinstance(train, TensorBatches) else None
@@ -287,6 +288,7 @@ class Trainer:
         position = self._resume
         # gradients accumulated but not yet stepped
         pending = position.restore_gradients(resume)
+        position.finish_interrupted_hook()
         batch_logs = self._batch_logs
         first = True
         position.in_epoch = True
@@ -557,13 +559,18 @@ class Trainer:
 
     # -- checkpoints and resume (the state itself lives in resume_state.py) ---------------
     def checkpoint_state(
-        self, epoch: int | None = None, logs: Mapping[str, Any] | None = None
+        self,
+        epoch: int | None = None,
+        logs: Mapping[str, Any] | None = None,
+        saved_by: Callback | None = None,
     ) -> dict[str, Any]:
         """Everything needed to reload or resume, as plain containers and tensors.
 
         The tensors are the live ones (no copies): save the dict at once, or deep-copy it.
+        A callback saving from its batch-end or epoch-end hook passes itself as ``saved_by``
+        (see `ResumeState.checkpoint`).
         """
-        return self._resume.checkpoint(epoch, logs)
+        return self._resume.checkpoint(epoch, logs, saved_by)
 
     def load_checkpoint_state(self, state: Mapping[str, Any], resume: bool = False) -> None:
         """Load the module, optimizer and scaler of a checkpoint; ``resume`` also schedules
