@@ -67,7 +67,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
 
     The temporary file is fsync'ed before ``os.replace`` (and the folder after it). If the
-    block raises, the temporary file is removed and any previous ``path`` is left intact::
+    block raises, the temporary file is removed and any previous ``path`` is left intact.
+    Temporary files left by an earlier write of the same ``path`` that was killed are
+    removed once this one succeeds::
 
         with atomic_write("ckpt/model.pt") as tmp:
             torch.save(state, tmp)
@@ -94,6 +96,21 @@ def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     if os.name == "posix":  # make the rename itself durable (not every filesystem can)
         with contextlib.suppress(OSError):
             _fsync(folder, os.O_RDONLY)
+    _remove_leftovers(folder, os.path.basename(path))
+
+
+def _remove_leftovers(folder: str, name: str) -> None:
+    """Remove ``.<name>.<12 hex>.tmp`` files: earlier writes of ``name`` that were killed."""
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(folder):
+            middle = entry.removeprefix(f".{name}.").removesuffix(".tmp")
+            if entry == f".{name}.{middle}.tmp" and len(middle) == 12 and _is_hex(middle):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, entry))
+
+
+def _is_hex(text: str) -> bool:
+    return all(char in "0123456789abcdef" for char in text)
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
