@@ -121,7 +121,23 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None])
     ``path`` and the cause, removes the temporary file and leaves a previous ``path`` intact.
     """
     with atomic_write(path) as tmp, open(tmp, "wb") as file:
-        write(file)
+        try:
+            write(file)
+        except RuntimeError as error:  # torch's writer reports the OSError of the file object
+            cause = _os_error_in(error)
+            if cause is None:
+                raise
+            raise write_error(os.fspath(path), cause) from error
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError among ``error``'s causes and contexts, if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def write_error(path: str, error: OSError) -> OSError:
