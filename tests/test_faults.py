@@ -465,3 +465,67 @@ def test_remote_monitor_timeout_bounds_a_trickling_answer(where):
             assert server.cut_off.wait(5)
     finally:
         server.close()
+
+
+# -- 9. malformed calls fail before training, naming the argument ----------------------------
+def bad_call(name):
+    x, y = data(16)
+    empty = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[:0], y[:0]))
+    return {
+        "epochs": ({"x": x, "y": y, "epochs": -3}, "epochs=-3"),
+        "steps_per_epoch": ({"x": x, "y": y, "steps_per_epoch": 0}, "steps_per_epoch=0"),
+        "batch_size": ({"x": x, "y": y, "batch_size": 8.5}, "batch_size=8.5"),
+        "no y": ({"x": x}, "no y, but the loss 'mse' needs targets"),
+        "empty x": ({"x": x[:0], "y": y[:0]}, "x is empty"),
+        "empty loader": ({"x": empty}, "x is empty .a DataLoader"),
+        "empty validation": (
+            {"x": x, "y": y, "validation_data": (x[:0], y[:0])},
+            "validation_data is empty",
+        ),
+    }[name]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "epochs",
+        "steps_per_epoch",
+        "batch_size",
+        "no y",
+        "empty x",
+        "empty loader",
+        "empty validation",
+    ],
+)
+def test_malformed_calls_fail_before_training_naming_the_argument(name):
+    arguments, expected = bad_call(name)
+    trainer = Trainer(torch.nn.Linear(4, 1), "sgd", "mse", device="cpu")
+    Batches.count = 0
+    with pytest.raises(ValueError, match=expected):
+        trainer.fit(**arguments, verbose=0, callbacks=[Batches()])
+    assert Batches.count == 0
+
+
+def test_non_finite_inputs_are_reported_once_and_can_be_silenced():
+    from torchcallbacks.checks import NonFiniteInputWarning
+
+    x, y = data(16)
+    x[5, 2] = float("nan")
+    x[9, 0] = float("inf")
+    trainer = Trainer(torch.nn.Linear(4, 1), "sgd", "mse", device="cpu")
+    with pytest.warns(NonFiniteInputWarning, match="2 sample.*first at index 5") as caught:
+        trainer.fit(x, y, epochs=2, verbose=0)
+    assert len([w for w in caught if w.category is NonFiniteInputWarning]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", NonFiniteInputWarning)
+        trainer.fit(x, y, epochs=1, verbose=0)
+
+
+def test_a_misspelt_monitor_is_named_with_the_closest_logged_name():
+    x, y = data(16)
+    trainer = Trainer(torch.nn.Linear(4, 1), "sgd", "mse", ["mae"], device="cpu")
+    with pytest.raises(ValueError, match=r"'val_los' is not a metric .*Did you mean 'val_loss'"):
+        trainer.fit(
+            x, y, validation_split=0.25, callbacks=[EarlyStopping(monitor="val_los")], verbose=0
+        )

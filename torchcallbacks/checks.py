@@ -8,9 +8,21 @@ call in ``on_train_begin``.
 
 from __future__ import annotations
 
+import difflib
+import numbers
 import os
 import string
 import tempfile
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from torchcallbacks.data import is_array_like
+from torchcallbacks.utils import expected_sync
 
 
 def check_output_path(path: str | os.PathLike, owner: str, folder: bool = False) -> None:
@@ -90,3 +102,120 @@ def check_path_template(template: str) -> None:
                 f"ModelCheckpoint filepath {template!r}: {{{field}:{spec}}} cannot format "
                 f"{field}, {kind} ({error}); use e.g. {example}."
             ) from None
+
+
+class NonFiniteInputWarning(UserWarning):
+    """The inputs given to `fit` hold NaN or infinite values. Silence it with
+    ``warnings.simplefilter("ignore", NonFiniteInputWarning)``."""
+
+
+def check_fit_arguments(trainer: Any, arguments: Mapping[str, Any]) -> None:
+    """Check the arguments of `Trainer.fit` (its locals) before any data is touched."""
+    _check_count("epochs", arguments["epochs"], minimum=0)
+    _check_count("initial_epoch", arguments["initial_epoch"], minimum=0)
+    _check_count("batch_size", arguments["batch_size"], minimum=1, none="32")
+    _check_count("steps_per_epoch", arguments["steps_per_epoch"], minimum=1, none="the whole data")
+    _check_count("validation_steps", arguments["validation_steps"], minimum=1, none="all")
+    _check_count(
+        "validation_batch_size", arguments["validation_batch_size"], minimum=1, none="batch_size"
+    )
+    x, y = arguments["x"], arguments["y"]
+    _check_not_empty("x", x)
+    validation = arguments["validation_data"]
+    if isinstance(validation, tuple) and validation:
+        _check_not_empty("validation_data", validation[0])
+    elif validation is not None:
+        _check_not_empty("validation_data", validation)
+    if y is None and is_array_like(x) and trainer.objective.loss_spec is not None:
+        raise ValueError(
+            "fit(x) was given no y, but the loss "
+            f"{_name(trainer.objective.loss_spec)} needs targets: pass y=..., or give the "
+            "inputs and targets together as a Dataset, a DataLoader or (inputs, targets) "
+            "batches."
+        )
+    for name, value in (("x", x), ("y", y)):
+        _warn_non_finite(name, value)
+
+
+def _check_count(name: str, value: Any, minimum: int, none: str | None = None) -> None:
+    if value is None and none is not None:
+        return
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum:
+        return
+    allowed = "a positive integer" if minimum == 1 else "an integer >= 0"
+    default = f", or None for {none}" if none is not None else ""
+    raise ValueError(f"{name} must be {allowed}{default}; got {name}={value!r}.")
+
+
+def _length(data: Any) -> int | None:
+    if is_array_like(data):
+        leaves = [data] if isinstance(data, torch.Tensor | np.ndarray) else None
+        if leaves is None:
+            values = data.values() if isinstance(data, Mapping) else data
+            leaves = list(values)
+        return len(leaves[0]) if leaves and hasattr(leaves[0], "__len__") else None
+    if isinstance(data, DataLoader | Dataset):
+        try:
+            return len(data)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+    return None
+
+
+def _check_not_empty(name: str, data: Any) -> None:
+    if _length(data) == 0:
+        kind = type(data).__name__
+        raise ValueError(
+            f"{name} is empty (a {kind} with 0 samples or batches): there is nothing to "
+            f"{'validate on' if name.startswith('validation') else 'train on'}. Check how it "
+            "was built (a filter or a split that kept nothing?)."
+        )
+
+
+def _warn_non_finite(name: str, value: Any) -> None:
+    tensors = [value] if isinstance(value, torch.Tensor | np.ndarray) else []
+    if isinstance(value, Mapping):
+        tensors = list(value.values())
+    elif isinstance(value, list | tuple):
+        tensors = list(value)
+    for tensor in tensors:
+        if isinstance(tensor, np.ndarray) and tensor.dtype.kind in "fc":
+            tensor = torch.from_numpy(tensor)
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            continue
+        if tensor.ndim == 0 or not len(tensor):
+            continue
+        with expected_sync():  # once per fit
+            finite = torch.isfinite(tensor.reshape(len(tensor), -1)).all(dim=1)
+            bad = (~finite).nonzero().flatten().tolist()
+        if bad:
+            warnings.warn(
+                f"{name} holds NaN or infinite values in {len(bad)} sample(s), the first at "
+                f"index {bad[0]}: training on them gives NaN losses (TerminateOnNaN stops "
+                "such a run). Clean or drop those samples; to train anyway, silence this "
+                "with warnings.simplefilter('ignore', torchcallbacks.checks."
+                "NonFiniteInputWarning).",
+                NonFiniteInputWarning,
+                stacklevel=4,
+            )
+            return
+
+
+def _name(loss: Any) -> str:
+    return repr(loss) if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+
+
+def unknown_monitor_hint(trainer: Any, monitor: str) -> str:
+    """For a monitor that is not among the names the logs will hold: a sentence saying so,
+    with the closest name; empty when the name is known (or the names are not yet known)."""
+    objective = getattr(trainer, "objective", None)
+    logged = list(getattr(objective, "log_names", []) or [])
+    names = logged + [f"val_{name}" for name in logged]
+    if not logged or monitor in names:
+        return ""
+    close = difflib.get_close_matches(monitor, names, n=1)
+    suggestion = f" Did you mean {close[0]!r}?" if close else ""
+    return (
+        f" But {monitor!r} is not a metric this fit logs (it logs {', '.join(logged)}, and "
+        f"{', '.join(names[len(logged) :])} when validating).{suggestion}"
+    )

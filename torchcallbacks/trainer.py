@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback, CallbackList, sanitize_logs
 from torchcallbacks.callbacks.history import History
+from torchcallbacks.checks import check_fit_arguments
 from torchcallbacks.data import LoaderBatches, TensorBatches, make_batches, split_validation
 from torchcallbacks.metrics import Objective
 from torchcallbacks.optimizers import resolve_optimizer
@@ -200,6 +201,7 @@ class Trainer:
     ) -> History:
         """Train for ``epochs`` epochs and return the `History` of the epoch logs."""
         self._require_optimizer("fit")
+        check_fit_arguments(self, locals())
         if validation_split and validation_data is None:
             (x, y), validation_data = split_validation(x, y, validation_split)
         with expected_sync():  # once per fit: the seed, and in-memory data moved to the device
