@@ -118,7 +118,7 @@ class BackupAndRestore(Callback):
             except checkpoint_io.CheckpointFileError as error:
                 raise checkpoint_io.CheckpointFileError(
                     self.backup_path,
-                    f"cannot be resumed from: {str(error).removeprefix(repr(error.path) + ' ')} "
+                    f"cannot be resumed from: it {str(error).removeprefix(repr(error.path) + ' ')} "
                     "Delete it to train from scratch",
                 ) from error
             if not checkpoint_io.is_full_checkpoint(state):
