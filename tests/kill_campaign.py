@@ -76,7 +76,8 @@ def train(work: str, data: str, kill_at_save: tuple[int, str] | None) -> None:
         BackupAndRestore(os.path.join(work, "backup"), save_freq=save_freq),
         best,  # after the backup: the order that used to lose the best checkpoint
         CSVLogger(os.path.join(work, "log.csv")),
-        JSONLogger(os.path.join(work, "log.jsonl")),
+        # per batch too: a mid-epoch backup replays its batch end for the callbacks after it
+        JSONLogger(os.path.join(work, "log.jsonl"), batch_level=data == "tensors"),
     ]
     history = trainer.fit(**fit_data, epochs=EPOCHS, callbacks=callbacks, verbose=0)
     result = {
