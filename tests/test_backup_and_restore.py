@@ -109,8 +109,10 @@ def reference(tmp_path_factory):
         # SIGTERM: one last backup at the next batch boundary; during the last epoch, the
         # backup holds the finished run, and the rerun trains no batch
         ("epoch", [("term@20", -signal.SIGTERM), ("term@54", -signal.SIGTERM)], "1 22"),
-        # SIGTERM during the last batch of an epoch: backup at the epoch boundary
-        (4, [("term@9", -signal.SIGTERM), ("kill@40", -signal.SIGKILL)], "1 10 37"),
+        # SIGTERM during the last batch of an epoch: backup at the epoch boundary. The
+        # backup of batch 40 is written in BackupAndRestore's own hook, before the callback
+        # listed after it kills the process, so the rerun starts at batch 41
+        (4, [("term@9", -signal.SIGTERM), ("kill@40", -signal.SIGKILL)], "1 10 41"),
     ],
 )
 def test_interrupted_run_resumes_bit_identically(

@@ -18,13 +18,17 @@ The HDF5 layout is documented in ``docs/checkpoint_format.md``.
 from __future__ import annotations
 
 import contextlib
+import copy
+import errno
+import io
 import json
 import os
 import pickle
 import random
 import uuid
-from collections.abc import Iterator, Mapping
-from typing import Any
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -35,6 +39,7 @@ FORMAT = "torchcallbacks.checkpoint"
 WEIGHTS_FORMAT = "torchcallbacks.weights"
 HDF5_SUFFIXES = (".h5", ".hdf5")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
 # HDF5 names of the top-level entries of a full checkpoint that differ from the dict keys.
 _H5_GROUP_NAMES = {"model": "model_weights"}
 # Same-width integer types for the torch dtypes NumPy (hence HDF5) cannot represent.
@@ -47,34 +52,103 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint file holds pickled objects other than tensors and plain containers."""
 
 
+class CheckpointFileError(ValueError):
+    """A file cannot be loaded as a checkpoint: empty, truncated, damaged, not a checkpoint,
+    or not matching the model. The message names the file (``path``) and what is wrong."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path!r} {problem}.")
+        self.path = path
+
+
 # -- atomic writes ---------------------------------------------------------------------------
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
 
     The temporary file is fsync'ed before ``os.replace`` (and the folder after it). If the
-    block raises, the temporary file is removed and any previous ``path`` is left intact::
+    block raises, the temporary file is removed and any previous ``path`` is left intact.
+    Temporary files left by an earlier write of the same ``path`` that was killed are
+    removed once this one succeeds::
 
         with atomic_write("ckpt/model.pt") as tmp:
             torch.save(state, tmp)
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    # os.open with 0o666 lets the umask decide the final file's permissions, as open() does.
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+        # os.open with 0o666 lets the umask decide the final file's permissions, as open() does.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as error:
+        raise write_error(path, error) from error
     try:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(error, OSError) and error.filename is None:
+            raise write_error(path, error) from error
         raise
     if os.name == "posix":  # make the rename itself durable (not every filesystem can)
         with contextlib.suppress(OSError):
             _fsync(folder, os.O_RDONLY)
+    _remove_leftovers(folder, os.path.basename(path))
+
+
+def _remove_leftovers(folder: str, name: str) -> None:
+    """Remove ``.<name>.<12 hex>.tmp`` files: earlier writes of ``name`` that were killed."""
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(folder):
+            middle = entry.removeprefix(f".{name}.").removesuffix(".tmp")
+            if entry == f".{name}.{middle}.tmp" and len(middle) == 12 and _is_hex(middle):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(folder, entry))
+
+
+def _is_hex(text: str) -> bool:
+    return all(char in "0123456789abcdef" for char in text)
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``.
+
+    The bytes go through a Python file object, so a full disk raises ``OSError(ENOSPC)`` (torch's
+    own file writer would report ``unexpected pos``); any failure raises an ``OSError`` naming
+    ``path`` and the cause, removes the temporary file and leaves a previous ``path`` intact.
+    """
+    with atomic_write(path) as tmp, open(tmp, "wb") as file:
+        try:
+            write(file)
+        except RuntimeError as error:  # torch's writer reports the OSError of the file object
+            cause = _os_error_in(error)
+            if cause is None:
+                raise
+            raise write_error(os.fspath(path), cause) from error
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError among ``error``'s causes and contexts, if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def write_error(path: str, error: OSError) -> OSError:
+    """``error`` again, as an OSError of the same errno that names ``path`` and the cause."""
+    cause = error.strerror or str(error)
+    hint = ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = " Free some space (or choose another folder) and run again."
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = " Choose a folder this process can write to."
+    return OSError(error.errno, f"cannot write {path!r}: {cause}.{hint}", path)
 
 
 def _fsync(path: str, flags: int = os.O_RDWR) -> None:
@@ -101,8 +175,7 @@ def save_state_dict(weights: Mapping[str, Any], path: str | os.PathLike) -> None
     if is_hdf5_path(path):
         _save_h5(path, {"model": weights}, WEIGHTS_FORMAT)
     else:
-        with atomic_write(path) as tmp:
-            torch.save(weights, tmp)
+        write_atomically(path, lambda file: torch.save(weights, file))
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
@@ -116,8 +189,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     if is_hdf5_path(path):
         _save_h5(path, state, str(state.get("format", FORMAT)))
     else:
-        with atomic_write(path) as tmp:
-            torch.save(dict(state), tmp)
+        write_atomically(path, lambda file: torch.save(dict(state), file))
 
 
 def _plain_module(module: torch.nn.Module) -> torch.nn.Module:
@@ -160,16 +232,38 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
 
     Returns the ``state_dict`` for a weights file and the checkpoint dict for a full one.
     A ``.pt`` file holding pickled objects other than tensors and plain containers raises
-    `UnsafeCheckpointError`.
+    `UnsafeCheckpointError`; an empty, truncated or damaged file, or one that is no
+    checkpoint at all, raises `CheckpointFileError`. Both name the file.
     """
     path = os.fspath(path)
     with open(path, "rb") as file:
-        is_hdf5 = file.read(len(_HDF5_MAGIC)) == _HDF5_MAGIC
-    if is_hdf5:
-        return _load_h5(path)
+        head = file.read(16)
+    if not head:
+        raise CheckpointFileError(
+            path, "is empty (0 bytes): a write to it never finished, or it was emptied"
+        )
+    if head.startswith(_HDF5_MAGIC):
+        try:
+            return _load_h5(path)
+        except (OSError, KeyError, ValueError) as error:
+            raise CheckpointFileError(
+                path, f"is a damaged HDF5 file (truncated or corrupted: {error})"
+            ) from error
+    if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
+        raise CheckpointFileError(
+            path, "is a truncated or damaged torch.save file (its zip directory is missing)"
+        )
+    if not head.startswith(_ZIP_MAGIC) and not _is_pickle(head):
+        raise CheckpointFileError(
+            path,
+            f"is not a checkpoint: neither a torch.save file nor HDF5 (it starts with "
+            f"{head[:8]!r})",
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error) and "weights_only" not in str(error):
+            raise CheckpointFileError(path, f"is a damaged torch.save file ({error})") from error
         raise UnsafeCheckpointError(
             f"Refusing to load {path!r}: it contains pickled Python objects other than tensors "
             "and plain containers, and unpickling them could run arbitrary code. torchcallbacks "
@@ -177,6 +271,16 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
             "yourself and trust it, load it with torch.load(path, weights_only=False) and pass "
             f"the state_dict to model.load_state_dict(). Details: {error}"
         ) from error
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        detail = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise CheckpointFileError(
+            path, f"is a truncated or damaged torch.save file ({detail})"
+        ) from error
+
+
+def _is_pickle(head: bytes) -> bool:
+    """Whether ``head`` starts like a pickle of protocol 2 or later (torch's legacy format)."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def load_checkpoint(
@@ -193,6 +297,9 @@ def load_checkpoint(
         optimizer = torch.optim.Adam(model.parameters())
         state = load_checkpoint("ckpt/03-0.41.pt", model, optimizer)
         state["epoch"], state["logs"]
+
+    All or nothing: when the file cannot be read, or does not fit the model or optimizer,
+    the error names the file and both are left exactly as they were.
     """
     if os.path.isdir(path):  # a sharded (DCP) checkpoint directory
         from torchcallbacks.distributed_checkpoint import load_sharded_checkpoint
@@ -200,17 +307,74 @@ def load_checkpoint(
         return load_sharded_checkpoint(path, model, optimizer)
     data = load_file(path)
     full = is_full_checkpoint(data)
-    if model is not None:
-        _plain_module(model).load_state_dict(data["model"] if full else data)
-    if optimizer is not None:
-        if not full or data.get("optimizer") is None:
-            raise ValueError(
-                f"{os.fspath(path)!r} holds no optimizer state (it is a weights-only file); "
-                "call load_checkpoint(path, model) without an optimizer, or save a full "
-                "checkpoint (ModelCheckpoint(save_weights_only=False) or trainer.save(path))."
-            )
-        optimizer.load_state_dict(data["optimizer"])
+    if optimizer is not None and (not full or data.get("optimizer") is None):
+        raise ValueError(
+            f"{os.fspath(path)!r} holds no optimizer state (it is a weights-only file); "
+            "call load_checkpoint(path, model) without an optimizer, or save a full "
+            "checkpoint (ModelCheckpoint(save_weights_only=False) or trainer.save(path))."
+        )
+    load_states(
+        path,
+        model=None if model is None else (model, data["model"] if full else data),
+        optimizer=None if optimizer is None else (optimizer, data["optimizer"]),
+    )
     return data
+
+
+def load_states(
+    path: str | os.PathLike,
+    model: tuple[torch.nn.Module, Mapping[str, Any]] | None = None,
+    optimizer: tuple[torch.optim.Optimizer, Mapping[str, Any]] | None = None,
+    scaler: tuple[Any, Mapping[str, Any]] | None = None,
+) -> None:
+    """Load ``(object, state)`` pairs read from ``path``, all or nothing.
+
+    The model's keys and shapes are checked first (``load_state_dict`` would copy the
+    matching tensors before it raises); any other failure puts every object back as it was.
+    Errors name ``path``.
+    """
+    if model is not None:
+        model = (_plain_module(model[0]), model[1])
+        _check_fits(path, *model)
+    pairs = [pair for pair in (model, optimizer, scaler) if pair is not None]
+    saved = [(target, copy.deepcopy(target.state_dict())) for target, _ in pairs]
+    for target, state in pairs:
+        try:
+            target.load_state_dict(state)
+        except Exception as error:
+            for earlier, earlier_state in saved:
+                earlier.load_state_dict(earlier_state)
+            raise CheckpointFileError(
+                os.fspath(path),
+                f"does not fit the {type(target).__name__} it was loaded into ({error}); "
+                "nothing was changed",
+            ) from error
+
+
+def _check_fits(path: str | os.PathLike, module: torch.nn.Module, state: Mapping[str, Any]) -> None:
+    own = module.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    resized = [
+        f"{key}: {tuple(state[key].shape)} in the file, {tuple(own[key].shape)} in the model"
+        for key in own
+        if key in state
+        and isinstance(state[key], torch.Tensor)
+        and tuple(state[key].shape) != tuple(own[key].shape)
+    ]
+    if missing or unexpected or resized:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if resized:
+            parts.append(f"other shapes ({'; '.join(resized[:5])})")
+        raise CheckpointFileError(
+            os.fspath(path),
+            f"does not match {type(module).__name__}: {', '.join(parts)}. Was it saved from "
+            "another architecture? The model was left unchanged",
+        )
 
 
 # -- HDF5 ------------------------------------------------------------------------------------
@@ -224,10 +388,14 @@ def _save_h5(path: str | os.PathLike, state: Mapping[str, Any], file_format: str
     from torchcallbacks import __version__
 
     state = {_H5_GROUP_NAMES.get(key, key): value for key, value in state.items()}
-    with atomic_write(path) as tmp, h5py.File(tmp, "w", track_order=True) as file:
+    # Built in memory, then written by Python: the HDF5 library itself never writes to the
+    # disk, where a full device can crash it (a segfault, and a temporary file left behind).
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", track_order=True) as file:
         _write_tree(file, state)
         file.attrs["format"] = json.dumps(file_format)
         file.attrs["torchcallbacks_version"] = json.dumps(__version__)
+    write_atomically(path, lambda target: target.write(buffer.getbuffer()))
 
 
 def _load_h5(path: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from torchcallbacks.fsdp import is_sharded
 from torchcallbacks.rng import get_rng_state
 
 if TYPE_CHECKING:
+    from torchcallbacks.callbacks.base import Callback
     from torchcallbacks.trainer import Trainer
 
 STATE_FILE = "state.pt"  # inside a DCP directory: everything but the module and optimizer
@@ -161,16 +162,18 @@ def save_full(
     path: str | os.PathLike,
     epoch: int | None = None,
     logs: Mapping[str, Any] | None = None,
+    saved_by: Callback | None = None,
 ) -> None:
     """A full checkpoint of the trainer (call it on every rank): a file written by rank 0,
-    or, for a sharded module, a DCP directory written by every rank."""
+    or, for a sharded module, a DCP directory written by every rank. ``saved_by``: the
+    callback saving from its own hook (see `Trainer.checkpoint_state`)."""
     path = os.fspath(path)
     ranks = _gather_local_states(trainer)
     if distributed.is_active() and is_sharded(trainer.model):
-        _save_sharded(trainer, path, epoch, logs, ranks)
+        _save_sharded(trainer, path, epoch, logs, ranks, saved_by)
         return
     if trainer.is_main_process:
-        state = trainer.checkpoint_state(epoch=epoch, logs=logs)
+        state = trainer.checkpoint_state(epoch=epoch, logs=logs, saved_by=saved_by)
         if ranks is not None:
             state["ranks"] = ranks
         if is_sharded_checkpoint(path):  # a sharded backup resumed without sharding
@@ -196,6 +199,7 @@ def _save_sharded(
     epoch: int | None,
     logs: Mapping[str, Any] | None,
     ranks: list[dict[str, Any]] | None,
+    saved_by: Callback | None,
 ) -> None:
     """Every rank writes its shards into ``path.partial``; rank 0 then adds ``state.pt`` and
     swaps the directory in, so a crash never leaves a half-written checkpoint at ``path``.
@@ -214,7 +218,7 @@ def _save_sharded(
     dist.barrier()
     state = None
     if main:  # captured now: the callbacks and position of this save
-        state = trainer.checkpoint_state(epoch=epoch, logs=logs)
+        state = trainer.checkpoint_state(epoch=epoch, logs=logs, saved_by=saved_by)
         del state["model"], state["optimizer"]  # in the shards
         state = copy.deepcopy(state)
         state["ranks"] = ranks

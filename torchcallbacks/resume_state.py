@@ -4,18 +4,33 @@
 epoch's data order and the gradients accumulated since the last optimizer step), builds
 the dict that full checkpoints and backups save (`checkpoint`), and puts a saved dict back
 (`apply`, then `begin_epoch`) so that the resumed run continues as if never interrupted.
+
+The data order comes from the trainer's own generator (in-memory data) and from every
+``torch.Generator`` of the training DataLoader and its samplers: all are saved at the start
+of each epoch (for a resume mid-epoch) and at its end.
+
+A callback that saves during a hook (BackupAndRestore, ModelCheckpoint) writes at once, in
+its own hook, as Keras does. The callbacks listed after it have not handled that batch or
+epoch end yet: their states are marked ``replay`` with the hook's logs, and a resumed run
+first calls that hook on them, so they end up as if the run had never stopped (a
+ModelCheckpoint listed after a backup writes its file then: no best file is lost).
+
+Callback states are matched to the rerun's callbacks by type, and in order among callbacks
+of the same type; a saved state that matches nothing is named in a warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from torchcallbacks import __version__
 from torchcallbacks.callbacks.base import Callback, CallbackList
-from torchcallbacks.checkpoint_io import FORMAT
+from torchcallbacks.checkpoint_io import FORMAT, load_states
 from torchcallbacks.distributed_checkpoint import SHARDED_KEY, load_in_place
 from torchcallbacks.rng import get_rng_state, set_rng_state
 
@@ -34,15 +49,59 @@ class ResumeState:
         self.in_epoch = False
         self.pending: Mapping[str, Any] | None = None  # a checkpoint to resume from
         self._epoch_start: dict[str, Any] | None = None
+        self.loader_generators: list[torch.Generator] = []
+        # The hook to finish on the callbacks that had not handled it when the resumed
+        # checkpoint was written: (hook, argument, logs, callbacks).
+        self._replay: tuple[str, int, dict[str, Any], list[Callback]] | None = None
+
+    def track_data(self, data: Any) -> None:
+        """Note the training data of this fit: the generators of a DataLoader decide its order."""
+        loader = getattr(data, "loader", data)
+        self.loader_generators = loader_generators(loader) if isinstance(loader, DataLoader) else []
+
+    def _data_order_state(self) -> dict[str, Any]:
+        return {
+            "data_generator": self.data_generator.get_state(),
+            "loader_generators": [g.get_state() for g in self.loader_generators],
+        }
+
+    def _set_data_order_state(self, state: Mapping[str, Any]) -> None:
+        if state.get("data_generator") is not None:
+            self.data_generator.set_state(state["data_generator"])
+        saved = state.get("loader_generators") or []
+        if saved and len(saved) != len(self.loader_generators):
+            warnings.warn(
+                f"The checkpoint holds the state of {len(saved)} DataLoader generator(s) but "
+                f"this fit's DataLoader has {len(self.loader_generators)}: its order is not "
+                "restored, so the resumed epochs see the data in another order.",
+                stacklevel=4,
+            )
+            return
+        for generator, generator_state in zip(self.loader_generators, saved):
+            generator.set_state(generator_state)
 
     # -- saving ----------------------------------------------------------------------------
     def checkpoint(
-        self, epoch: int | None = None, logs: Mapping[str, Any] | None = None
+        self,
+        epoch: int | None = None,
+        logs: Mapping[str, Any] | None = None,
+        saved_by: Callback | None = None,
     ) -> dict[str, Any]:
-        """Everything needed to reload or resume, as plain containers and live tensors."""
+        """Everything needed to reload or resume, as plain containers and live tensors.
+
+        ``saved_by``: the callback writing it from its batch-end or epoch-end hook; the
+        callbacks listed after it are saved for a replay of that hook with ``logs``.
+        """
         trainer = self.trainer
         running = trainer._callbacks
         callbacks = running.callbacks if running is not None else []
+        states = callback_states(callbacks, saved_by)
+        position = self._position()
+        if any(entry["replay"] for entry in states):
+            if self.in_epoch:
+                position["replay"] = ["on_train_batch_end", self.batch_index, dict(logs or {})]
+            else:
+                position["replay"] = ["on_epoch_end", trainer.current_epoch, dict(logs or {})]
         optimizer, scaler = trainer.optimizer, trainer.scaler
         return {
             "format": FORMAT,
@@ -53,9 +112,9 @@ class ResumeState:
             "ema": None if trainer.ema is None else trainer.ema.state_dict(),
             "epoch": trainer.current_epoch if epoch is None else epoch,
             "global_step": trainer.global_step,
-            "callbacks": {_callback_key(i, c): c.state_dict() for i, c in enumerate(callbacks)},
+            "callbacks": states,
             "rng": get_rng_state(),
-            "training": self._position(),
+            "training": position,
             "logs": dict(logs or {}),
         }
 
@@ -76,7 +135,7 @@ class ResumeState:
             "global_train_batch": trainer.global_train_batch,
             "tracker": None,
             "epoch_start": None,
-            "data_generator": self.data_generator.get_state(),
+            **self._data_order_state(),
         }
 
     def _parameters(self) -> list[torch.nn.Parameter]:
@@ -96,17 +155,28 @@ class ResumeState:
         ]
 
     # -- loading ---------------------------------------------------------------------------
-    def load_weights_and_optimizer(self, state: Mapping[str, Any]) -> None:
-        """Load the module, optimizer, scaler and step count of a checkpoint."""
+    def load_weights_and_optimizer(
+        self, state: Mapping[str, Any], source: str = "the checkpoint"
+    ) -> None:
+        """Load the module, optimizer, scaler and step count of a checkpoint, all or nothing
+        (``source`` names the file in errors)."""
         trainer = self.trainer
+        optimizer, scaler = trainer.optimizer, trainer.scaler
         if SHARDED_KEY in state:  # a DCP directory: loaded (and resharded) in place
-            load_in_place(trainer.model, trainer.optimizer, state[SHARDED_KEY])
+            load_in_place(trainer.model, optimizer, state[SHARDED_KEY])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
         else:
-            trainer.model.load_state_dict(state["model"])
-            if trainer.optimizer is not None and state.get("optimizer") is not None:
-                trainer.optimizer.load_state_dict(state["optimizer"])
-        if trainer.scaler is not None and state.get("scaler"):
-            trainer.scaler.load_state_dict(state["scaler"])
+            load_states(
+                source,
+                model=(trainer.model, state["model"]),
+                optimizer=None
+                if optimizer is None or state.get("optimizer") is None
+                else (optimizer, state["optimizer"]),
+                scaler=None
+                if scaler is None or not state.get("scaler")
+                else (scaler, state["scaler"]),
+            )
         if trainer.ema is not None and state.get("ema") is not None:
             trainer.ema.load_state_dict(state["ema"])  # after the module: it may swap weights
         trainer.global_step = int(state.get("global_step", trainer.global_step))
@@ -114,33 +184,49 @@ class ResumeState:
     def apply(self, state: Mapping[str, Any], callbacks: CallbackList) -> tuple[int, int]:
         """Load a checkpoint into the trainer and its callbacks (after their
         ``on_train_begin``); return the epoch and the batch to resume at."""
-        self.load_weights_and_optimizer(state)
-        saved = state.get("callbacks", {})
-        for index, callback in enumerate(callbacks.callbacks):
-            key = _callback_key(index, callback)
-            if key in saved:
-                callback.load_state_dict(saved[key])
+        self.load_weights_and_optimizer(state, state.get("source", "the checkpoint"))
+        replay = []
+        for callback, entry in match_callback_states(state.get("callbacks"), callbacks.callbacks):
+            callback.load_state_dict(entry["state"])
+            if entry.get("replay"):
+                replay.append(callback)
         position = state["training"]
         self.trainer.global_train_batch = int(position["global_train_batch"])
-        if position["batch"] == 0:
+        epoch, batch = int(position["epoch"]), int(position["batch"])
+        if batch == 0:
             set_rng_state(state["rng"])
-            if position.get("data_generator") is not None:
-                self.data_generator.set_state(position["data_generator"])
-        return int(position["epoch"]), int(position["batch"])
+            self._set_data_order_state(position)
+        hook = position.get("replay")
+        self._replay = None if hook is None or not replay else (*hook, replay)
+        if batch == 0:
+            self.finish_interrupted_hook()
+            if self.trainer.stop_training:  # the replayed epoch end stopped training
+                epoch = max(epoch, int(callbacks.params.get("epochs", epoch)))
+        return epoch, batch
+
+    def finish_interrupted_hook(self) -> None:
+        """Call the hook the checkpoint was written in on the callbacks that had not
+        handled it yet (after the resumed epoch's ``on_epoch_begin`` for a batch end)."""
+        if self._replay is None:
+            return
+        hook, argument, logs, callbacks = self._replay
+        self._replay = None
+        for callback in callbacks:
+            if hook == "on_train_batch_end":
+                callback.on_train_batch_end(argument, logs=dict(logs))
+            else:
+                getattr(callback, hook)(argument, dict(logs))
 
     def begin_epoch(self, resume: Mapping[str, Any] | None) -> None:
         """Reset the epoch accumulators, or restore them and the epoch's data order."""
         tracker = self.trainer._train_tracker
         if resume is None:
             tracker.reset()
-            self._epoch_start = {
-                "data_generator": self.data_generator.get_state(),
-                "torch": torch.get_rng_state(),
-            }
+            self._epoch_start = {**self._data_order_state(), "torch": torch.get_rng_state()}
             return
         position = resume["training"]
         self._epoch_start = position["epoch_start"]
-        self.data_generator.set_state(self._epoch_start["data_generator"])
+        self._set_data_order_state(self._epoch_start)
         torch.set_rng_state(self._epoch_start["torch"])
         # Metric objects keep their own state, which is not saved: they restart empty and
         # cover the batches after the resume.
@@ -157,5 +243,68 @@ class ResumeState:
         return True
 
 
-def _callback_key(index: int, callback: Callback) -> str:
-    return f"{index}:{type(callback).__name__}"
+def loader_generators(loader: DataLoader) -> list[torch.Generator]:
+    """The distinct ``torch.Generator`` objects that decide a DataLoader's order and worker
+    seeds: its own ``generator`` and those of its sampler and batch sampler (and theirs)."""
+    found: list[torch.Generator] = []
+    objects: list[Any] = [loader]
+    for owner in (loader, getattr(loader, "batch_sampler", None)):
+        objects.append(getattr(owner, "sampler", None))
+    objects.append(getattr(loader, "batch_sampler", None))
+    for owner in objects:
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+            found.append(generator)
+    return found
+
+
+def callback_states(callbacks: Iterable[Callback], saved_by: Callback | None) -> list[dict]:
+    """``{"type", "state", "replay"}`` for each callback that has a state, in list order;
+    ``replay`` marks those listed after ``saved_by``."""
+    entries = []
+    after = False
+    for callback in callbacks:
+        state = callback.state_dict()
+        if state:
+            entries.append({"type": type(callback).__name__, "state": state, "replay": after})
+        after = after or callback is saved_by
+    return entries
+
+
+def match_callback_states(
+    saved: Any, callbacks: Iterable[Callback]
+) -> list[tuple[Callback, Mapping[str, Any]]]:
+    """Pair saved states with callbacks by type, in order among callbacks of one type, and
+    warn about every saved state that matched nothing (it is not restored)."""
+    if isinstance(saved, Mapping):  # older checkpoints: {"<index>:<type>": state}
+        ordered = sorted(saved.items(), key=lambda item: int(str(item[0]).split(":", 1)[0]))
+        saved = [
+            {"type": str(key).split(":", 1)[1], "state": state, "replay": False}
+            for key, state in ordered
+            if state
+        ]
+    queues: dict[str, list[Mapping[str, Any]]] = {}
+    for entry in saved or []:
+        queues.setdefault(entry["type"], []).append(entry)
+    taken: dict[str, int] = {}
+    pairs = []
+    for callback in callbacks:
+        name = type(callback).__name__
+        index = taken.get(name, 0)
+        if index < len(queues.get(name, [])):
+            pairs.append((callback, queues[name][index]))
+            taken[name] = index + 1
+    unmatched = [
+        f"{name} #{index + 1}"
+        for name, entries in queues.items()
+        for index in range(taken.get(name, 0), len(entries))
+    ]
+    if unmatched:
+        warnings.warn(
+            f"The checkpoint holds the state of {', '.join(unmatched)} (numbered in order among "
+            "the callbacks of that type), which no callback of this fit matches: that state "
+            "is not restored. Pass the same callbacks as the run that wrote the checkpoint to "
+            "continue them.",
+            stacklevel=4,
+        )
+    return pairs

@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torchcallbacks import distributed, distributed_checkpoint
 from torchcallbacks.callbacks.base import Callback, CallbackList, sanitize_logs
 from torchcallbacks.callbacks.history import History
+from torchcallbacks.checks import check_fit_arguments
 from torchcallbacks.data import (
     LoaderBatches,
     TensorBatches,
@@ -150,7 +151,6 @@ class Trainer:
         self._callbacks: CallbackList | None = None
         self._resume = ResumeState(self)
         self._data_generator = self._resume.data_generator
-        self._deferred: list[Callable[[], None]] = []
         self._eager_module: torch.nn.Module | None = None  # set until compile is proven
         self._batch_logs = False
         self._stop_each_batch = False
@@ -235,6 +235,7 @@ class Trainer:
         """Train for ``epochs`` epochs and return the `History` of the epoch logs."""
         self._require_optimizer("fit")
         x, validation_data = from_data_module(x, "fit", validation_data)
+        check_fit_arguments(self, locals())
         self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
         if validation_split and validation_data is None:
             (x, y, sample_weight), validation_data = split_validation(
@@ -247,6 +248,7 @@ class Trainer:
                 self._data_generator, training=True, sample_weight=sample_weight,
             )  # fmt: skip
             val = self._validation_batches(validation_data, validation_batch_size or batch_size)
+        self._resume.track_data(train)
         steps = steps_per_epoch if steps_per_epoch is not None else _length(train)
         self.batch_size = batch_size
         self.samples_per_epoch = train.shard_size if isinstance(train, TensorBatches) else None
@@ -256,7 +258,6 @@ class Trainer:
         self.example_batch_inputs = None
         self.stop_training = False
         self.global_train_batch = 0
-        self._deferred = []
         if resume_from is not None:
             from torchcallbacks.checkpoint_io import is_full_checkpoint
 
@@ -297,7 +298,6 @@ class Trainer:
                         val_logs = self._run_evaluation(val, callbacks, validation_steps)
                         epoch_logs.update(self._steps.validation_logs(val_logs))
                     callbacks.on_epoch_end(epoch, epoch_logs)
-                    self._run_deferred()
                     with expected_sync():
                         stop = distributed.agree_stop(self.stop_training, self.device)
                     if stop:
@@ -331,6 +331,7 @@ class Trainer:
         position = self._resume
         # gradients accumulated but not yet stepped
         pending = position.restore_gradients(resume)
+        position.finish_interrupted_hook()
         batch_logs = self._batch_logs
         first = True
         known = [n for n in (steps, _length(train)) if n is not None]
@@ -362,8 +363,6 @@ class Trainer:
             self.global_train_batch += 1
             if batch_hooks:
                 callbacks.on_train_batch_end(batch_index, tracker.logs() if batch_logs else {})
-                if self._deferred:
-                    self._run_deferred()
             stop = self.stop_training
             if distributed_run and (self._stop_each_batch or first):  # the same on every rank
                 stop = distributed.agree_stop(stop, self.device)
@@ -677,13 +676,18 @@ class Trainer:
 
     # -- checkpoints and resume (the state itself lives in resume_state.py) ---------------
     def checkpoint_state(
-        self, epoch: int | None = None, logs: Mapping[str, Any] | None = None
+        self,
+        epoch: int | None = None,
+        logs: Mapping[str, Any] | None = None,
+        saved_by: Callback | None = None,
     ) -> dict[str, Any]:
         """Everything needed to reload or resume, as plain containers and tensors.
 
         The tensors are the live ones (no copies): save the dict at once, or deep-copy it.
+        A callback saving from its batch-end or epoch-end hook passes itself as ``saved_by``
+        (see `ResumeState.checkpoint`).
         """
-        return self._resume.checkpoint(epoch, logs)
+        return self._resume.checkpoint(epoch, logs, saved_by)
 
     def load_checkpoint_state(self, state: Mapping[str, Any], resume: bool = False) -> None:
         """Load the module, optimizer and scaler of a checkpoint; ``resume`` also schedules
@@ -696,19 +700,6 @@ class Trainer:
         """The running means of the loop in progress (training epoch or evaluation), as
         floats: what batch logs hold. One host sync; for callbacks that read them rarely."""
         return sanitize_logs(self._active_tracker.logs())
-
-    def run_after_callbacks(self, action: Callable[[], None]) -> None:
-        """Run ``action`` once every callback has handled the current batch or epoch end.
-
-        Backups use it so the saved state includes the callbacks listed after them
-        (History, the progress bar) for that batch or epoch.
-        """
-        self._deferred.append(action)
-
-    def _run_deferred(self) -> None:
-        actions, self._deferred = self._deferred, []
-        for action in actions:
-            action()
 
     def request_resume(self, state: Mapping[str, Any]) -> None:
         """Resume from ``state`` once every callback has run ``on_train_begin``."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
+
+from torchcallbacks.checkpoint_io import write_error
+from torchcallbacks.checks import check_output_path
 
 
 class LogFile:
@@ -15,7 +19,9 @@ class LogFile:
     the file's byte length after the last record this logger wrote; `restore` cuts the file
     back to a saved ``length``, so records written after a backup disappear on resume.
 
-    Each record goes to the OS in one unbuffered write, so a crash never leaves half a line.
+    Each record goes to the OS in one unbuffered write, so a crash never leaves half a line;
+    a write that fails part way (a full disk) is cut back to the last whole record and
+    raises an ``OSError`` naming the file.
     """
 
     def __init__(self, filename: str | os.PathLike) -> None:
@@ -23,19 +29,30 @@ class LogFile:
         self.length = 0
         self._file: io.FileIO | None = None
 
-    def begin(self, append: bool) -> None:
-        """Start a run: keep the current content when ``append``, else replace it."""
+    def begin(self, append: bool, owner: str, writer: bool = True) -> None:
+        """Start a run: keep the current content when ``append``, else replace it. On the
+        process that writes (``writer``), raise an ``OSError`` naming the file when ``owner``
+        could not write it."""
         self.close()
+        if writer:
+            check_output_path(self.filename, owner)
         exists = append and os.path.exists(self.filename)
         self.length = os.path.getsize(self.filename) if exists else 0
 
     def write(self, text: str) -> None:
-        if self._file is None:
-            self._open()
-        view = memoryview(text.encode("utf-8"))
-        self.length += len(view)
-        while view:
-            view = view[self._file.write(view) :]
+        record = text.encode("utf-8")
+        view = memoryview(record)
+        try:
+            if self._file is None:
+                self._open()
+            while view:
+                view = view[self._file.write(view) :]
+        except OSError as error:
+            if self._file is not None:  # drop the part of the record that got through
+                with contextlib.suppress(OSError):
+                    self._file.truncate(self.length)
+            raise write_error(self.filename, error) from error
+        self.length += len(record)
 
     def restore(self, length: int) -> None:
         """Cut the file back to ``length`` bytes (the state of a backup) and append from there."""

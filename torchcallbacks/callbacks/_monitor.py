@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from torchcallbacks.callbacks.base import Callback
+from torchcallbacks.checks import unknown_monitor_hint
 
 _MAX_NAMES = ("acc", "auc", "auroc", "precision", "recall", "f1", "fmeasure", "iou", "dice")
 _MIN_NAMES = ("loss", "error", "mae", "mse", "rmse", "crossentropy", "perplexity")
@@ -126,6 +127,7 @@ class MonitorCallback(Callback):
             "minimized. Pass `mode='max'` in order to monitor based on the highest metric "
             "value, or pass `mode='min'` in order to use the lowest value "
             f'(e.g. {type(self).__name__}(monitor="{self.monitor}", mode="min")).'
+            f"{unknown_monitor_hint(self.trainer, self.monitor)}"
         )
 
     def _declared_direction(self, name: str) -> str | None:

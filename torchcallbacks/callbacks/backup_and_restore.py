@@ -12,6 +12,7 @@ from typing import Any
 
 from torchcallbacks import checkpoint_io, distributed, distributed_checkpoint
 from torchcallbacks.callbacks.base import Callback
+from torchcallbacks.checks import check_output_path
 
 
 class BackupAndRestore(Callback):
@@ -48,15 +49,24 @@ class BackupAndRestore(Callback):
       from epoch 0. An exception leaves the backup in place for the rerun, and so does a
       ``SIGTERM`` during the last epoch (the rerun then trains 0 epochs and finishes).
 
+    Each backup is written in this callback's own ``on_epoch_end`` (or batch end), as Keras
+    does, so a later callback that fails cannot prevent it. The callbacks listed after this
+    one have not handled that epoch yet: the backup holds their state from before it, with
+    the epoch's logs, and a rerun first finishes that epoch end for them (History gets the
+    epoch, a CSVLogger its row, a ModelCheckpoint its file), so nothing is lost or written
+    twice whichever write a crash interrupts. Callback states are matched to the rerun's
+    callbacks by type, and by order among callbacks of one type; a saved state that matches
+    no callback is named in a warning. Use a different folder from ModelCheckpoint's.
+
+    ``backup_dir`` is checked at train begin: a folder that cannot be written raises an
+    ``OSError`` naming it before any training. A damaged backup (an empty, truncated or
+    foreign ``latest.pt``) raises a `CheckpointFileError` naming it: delete the file to
+    start from scratch.
+
     Under torchrun every process takes part: the backup holds each process's RNG states
     and epoch accumulators (a restarted group continues exactly), a sharded (FSDP2) module
     is saved as a directory of shards, and ``backup_dir`` must be on a filesystem every
     process shares; processes that do not see the same backup all raise one error.
-
-    Each backup is written once every callback has handled the batch or epoch end that
-    triggered it (`Trainer.run_after_callbacks`), so the callbacks listed after this one are
-    included. Use a different folder from ModelCheckpoint's, and the same callbacks, in
-    the same order, in the rerun.
 
     Args:
         backup_dir: folder for the backup (created when needed).
@@ -105,26 +115,37 @@ class BackupAndRestore(Callback):
     # -- restore ---------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._terminating = False
-        # Every rank checks that all see the same backup (a shared folder).
-        state = distributed_checkpoint.load_backup(self.trainer, self.backup_path, self.backup_dir)
+        if self.trainer.is_main_process:
+            check_output_path(self.backup_dir, "BackupAndRestore", folder=True)
+        try:
+            # Every rank checks that all see the same backup (a shared folder).
+            state = distributed_checkpoint.load_backup(
+                self.trainer, self.backup_path, self.backup_dir
+            )
+        except checkpoint_io.CheckpointFileError as error:
+            raise checkpoint_io.CheckpointFileError(
+                self.backup_path,
+                f"cannot be resumed from: it {str(error).removeprefix(repr(error.path) + ' ')} "
+                "Delete it to train from scratch",
+            ) from error
         if state is not None:
             if not checkpoint_io.is_full_checkpoint(state):
                 raise ValueError(
                     f"{self.backup_path} is not a BackupAndRestore backup (no full checkpoint "
                     "format marker); delete it or choose another backup_dir."
                 )
-            self.trainer.request_resume(state)
+            self.trainer.request_resume({**state, "source": self.backup_path})
         self._install_handler()
 
     # -- back up ---------------------------------------------------------------------------
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         due = self.save_freq != "epoch" and self.trainer.global_train_batch % self.save_freq == 0
         if due or self._terminating_everywhere():
-            self._schedule_backup(logs)
+            self._backup(logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.save_freq == "epoch" or self._terminating_everywhere():
-            self._schedule_backup(logs)
+            self._backup(logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         # The backup is a collective under torchrun: every rank decides together.
@@ -140,20 +161,17 @@ class BackupAndRestore(Callback):
         if terminating:
             signal.raise_signal(signal.SIGTERM)
 
-    def _schedule_backup(self, logs: Mapping[str, Any] | None) -> None:
-        """Back up once every callback has handled this batch or epoch end, so that the
-        callbacks listed after this one (History among them) are saved after it too."""
-        self.trainer.run_after_callbacks(lambda: self._backup(logs))
-
     def _backup(self, logs: Mapping[str, Any] | None) -> None:
-        self._save(logs)
+        self._save(logs, saved_by=self)
         if self._terminating:  # the last backup after a SIGTERM: now let the signal through
             self._restore_handler()
             signal.raise_signal(signal.SIGTERM)
 
-    def _save(self, logs: Mapping[str, Any] | None) -> None:
+    def _save(self, logs: Mapping[str, Any] | None, saved_by: Callback | None = None) -> None:
         # Every rank: each sends its RNG and accumulators; sharded modules write shards.
-        distributed_checkpoint.save_full(self.trainer, self.backup_path, logs=logs)
+        distributed_checkpoint.save_full(
+            self.trainer, self.backup_path, logs=logs, saved_by=saved_by
+        )
 
     def _delete_backup(self) -> None:
         if not self.trainer.is_main_process or not os.path.isdir(self.backup_dir):

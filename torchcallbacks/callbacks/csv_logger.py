@@ -54,7 +54,7 @@ class CSVLogger(Callback):
         self._file = LogFile(self.filename)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._file.begin(self.append)
+        self._file.begin(self.append, "CSVLogger", getattr(self.trainer, "is_main_process", True))
         self.keys = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

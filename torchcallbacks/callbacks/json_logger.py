@@ -70,7 +70,7 @@ class JSONLogger(Callback):
         return self.batch_level and mode == "train"
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._file.begin(self.append)
+        self._file.begin(self.append, "JSONLogger", getattr(self.trainer, "is_main_process", True))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch

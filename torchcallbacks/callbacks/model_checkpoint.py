@@ -12,6 +12,7 @@ import numpy as np
 
 from torchcallbacks import checkpoint_io, distributed_checkpoint
 from torchcallbacks.callbacks._monitor import MonitorCallback
+from torchcallbacks.checks import check_output_template, check_path_template
 
 
 class ModelCheckpoint(MonitorCallback):
@@ -44,10 +45,12 @@ class ModelCheckpoint(MonitorCallback):
         save_best_only: save only when ``monitor`` improves on the best value so far. A
             monitor missing from the logs warns and does not save.
         save_weights_only: write only ``model.state_dict()``; otherwise a full checkpoint
-            (module, optimizer, epoch, callback states, RNG; see `Trainer.checkpoint_state`),
-            written once every callback has handled the epoch (or batch), so that
-            ``fit(resume_from=path)`` continues exactly.
-        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the monitor's name).
+            (module, optimizer, epoch, callback states, RNG; see `Trainer.checkpoint_state`)
+            from which ``fit(resume_from=path)`` continues exactly: the callbacks listed
+            after this one finish that epoch (or batch) end when it resumes.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (from the monitor's name; a name whose
+            direction is unknown raises a ``ValueError`` at train begin asking for
+            ``mode="min"`` or ``"max"``, as Keras 3 does).
         save_freq: ``"epoch"``, or an int: save every that many training batches, counted
             across epochs (the monitored value then comes from the batch logs).
         initial_value_threshold: the initial ``best``: nothing is saved until ``monitor``
@@ -57,6 +60,13 @@ class ModelCheckpoint(MonitorCallback):
         save_top_k: beyond Keras: keep only the ``save_top_k`` best files by ``monitor``
             (each new file that ranks among them is written, the one that drops out is
             deleted). ``None`` keeps every file.
+
+    The template is checked when the callback is made (placeholders must be names with a
+    format that suits their value: ``{epoch:02d}``, ``{val_loss:.2f}``), and its folder at
+    train begin: a folder that cannot be written raises an ``OSError`` naming it before
+    any training. Every file is written in this callback's own hook; if a file recorded as
+    ``best_model_path`` or kept by ``save_top_k`` is missing when a run resumes, a warning
+    names it and the state forgets it, so the next improvement writes a new best file.
 
     Attributes: ``best`` (Keras's name; reset in `on_train_begin` to
     ``initial_value_threshold`` and kept in `state_dict`), ``best_score`` (same value),
@@ -100,6 +110,7 @@ class ModelCheckpoint(MonitorCallback):
                 f"or None to keep every file; got {save_top_k!r}"
             )
         self.filepath = os.fspath(filepath)
+        check_path_template(self.filepath)
         if checkpoint_io.is_hdf5_path(self.filepath):
             checkpoint_io.require_h5py()
         self.verbose = verbose
@@ -130,9 +141,14 @@ class ModelCheckpoint(MonitorCallback):
         return mode == "train" and self.save_freq != "epoch"
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self._monitoring:  # resolve `auto` now: Keras 3 crashes when a batch save comes first
-            super().on_train_begin(logs)
+        # Resolve `auto` now, as Keras 3 does at the first save (raising for an unknown name).
+        super().on_train_begin(logs)
         self._reset()
+        if getattr(self.trainer, "is_main_process", True):
+            if "{" not in self.filepath:
+                _check_not_directory(self.filepath)
+            if not distributed_checkpoint.is_sharded_checkpoint(self.filepath):
+                check_output_template(self.filepath, "ModelCheckpoint")
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.save_freq != "epoch" and self.trainer.global_train_batch % self.save_freq == 0:
@@ -151,11 +167,7 @@ class ModelCheckpoint(MonitorCallback):
     # -- saving ----------------------------------------------------------------------------
     def _save_model(self, epoch: int, batch: int | None, logs: Mapping[str, Any]) -> None:
         path = self._get_file_path(epoch, batch, logs)
-        if os.path.isdir(path) and not distributed_checkpoint.is_sharded_checkpoint(path):
-            raise OSError(
-                "Please specify a non-directory filepath for ModelCheckpoint. "
-                f"Filepath used is an existing directory: {path}"
-            )
+        _check_not_directory(path)
         prefix = f"\nEpoch {epoch + 1}: "
         dropped: list[str] = []
         if not self._monitoring:
@@ -179,17 +191,11 @@ class ModelCheckpoint(MonitorCallback):
         if not self._monitoring:
             self.best_model_path = path
 
-        def write() -> None:
-            self._write(path, epoch, logs)
-            for old in dropped:
-                if self._is_main_process and os.path.exists(old):
-                    os.remove(old)
-            self._print(f"{prefix}finished saving model to {path}")
-
-        if self.save_weights_only:
-            write()
-        else:  # once every callback has handled this epoch (or batch): see `_write`
-            self.trainer.run_after_callbacks(write)
+        self._write(path, epoch, logs)
+        for old in dropped:  # only once the new file is there
+            if self._is_main_process and os.path.exists(old):
+                os.remove(old)
+        self._print(f"{prefix}finished saving model to {path}")
 
     def _rank(self, current: float, path: str, prefix: str) -> list[str] | None:
         """Update ``best``/``kept`` for a monitored save; the files to delete, or None when
@@ -250,14 +256,15 @@ class ModelCheckpoint(MonitorCallback):
             ) from None
 
     def _write(self, path: str, epoch: int, logs: Mapping[str, Any]) -> None:
-        """Weights, or a full checkpoint. Full checkpoints are written after the callbacks
-        listed after this one (History, loggers) have handled the epoch, so that
-        ``fit(resume_from=path)`` continues their state exactly too."""
+        """Weights, or a full checkpoint whose callbacks listed after this one finish this
+        epoch (or batch) end when ``fit(resume_from=path)`` resumes from it."""
         # On every rank (rank 0 writes; sharded modules gather or write their shards).
         if self.save_weights_only:
             distributed_checkpoint.save_weights(self.trainer, path)
         else:
-            distributed_checkpoint.save_full(self.trainer, path, epoch=epoch, logs=logs)
+            distributed_checkpoint.save_full(
+                self.trainer, path, epoch=epoch, logs=logs, saved_by=self
+            )
 
     @property
     def _is_main_process(self) -> bool:
@@ -281,6 +288,44 @@ class ModelCheckpoint(MonitorCallback):
         self.best_model_path = state["best_model_path"]
         self.kept = [list(entry) for entry in state["kept"]]
         self.epochs_since_last_save = int(state["epochs_since_last_save"])
+        if self._is_main_process:
+            self._forget_missing_files()
+
+    def _forget_missing_files(self) -> None:
+        """Drop recorded files that no longer exist, so that the next improvement writes a
+        new best file instead of pointing at one that is gone."""
+        missing = [entry for entry in self.kept if not os.path.exists(entry[1])]
+        best_missing = (
+            self._monitoring
+            and self.best_model_path is not None
+            and not os.path.exists(self.best_model_path)
+        )
+        if not missing and not best_missing:
+            return
+        names = sorted(
+            {entry[1] for entry in missing} | ({self.best_model_path} if best_missing else set())
+        )
+        self.kept = [entry for entry in self.kept if entry not in missing]
+        if best_missing:
+            if self.kept:
+                self.best, self.best_model_path = self.kept[0]
+            else:
+                self.best, self.best_model_path = self.initial_value_threshold, None
+        warnings.warn(
+            f"ModelCheckpoint: the saved state names {', '.join(map(repr, names))}, which "
+            f"no longer exist; they are forgotten (best is now {self.best!r}), so the next "
+            "improvement is saved again.",
+            stacklevel=2,
+        )
+
+
+def _check_not_directory(path: str) -> None:
+    # A sharded (FSDP2) full checkpoint is a directory this callback wrote before.
+    if os.path.isdir(path) and not distributed_checkpoint.is_sharded_checkpoint(path):
+        raise OSError(
+            "Please specify a non-directory filepath for ModelCheckpoint. "
+            f"Filepath used is an existing directory: {path}"
+        )
 
 
 def _is_positive_int(value: Any) -> bool:

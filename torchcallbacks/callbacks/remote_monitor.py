@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 from torchcallbacks.callbacks.base import Callback
 from torchcallbacks.callbacks.json_logger import json_safe
@@ -25,10 +27,14 @@ class RemoteMonitor(Callback):
     infinite values are sent as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` so the
     payload is strict JSON (see `JSONLogger`).
 
-    The monitor never stops training: each request waits at most ``timeout`` seconds, and a
-    refused connection, a timeout or an answer other than 2xx gives one warning per kind of
-    failure and fit, then the run goes on. Requires ``requests``
-    (``pip install "torchcallbacks[remote]"``).
+    The monitor never stops training: each request, from connecting to the end of the
+    answer's headers, takes at most ``timeout`` seconds (a server that trickles its answer
+    cannot hold training longer; the body of the answer is not read),
+    and a refused connection, a timeout or an answer other than 2xx gives one warning per
+    kind of failure and fit, then the run goes on. The request runs in a helper thread that
+    training waits for at most ``timeout`` seconds. Requires ``requests``
+    (``pip install "torchcallbacks[remote]"``; without it the constructor raises an
+    ``ImportError`` naming that extra).
     """
 
     def __init__(
@@ -58,32 +64,51 @@ class RemoteMonitor(Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not getattr(self.trainer, "is_main_process", True):
             return
-        requests = self._requests
         payload = {"epoch": epoch, **json_safe(dict(logs or {}))}
-        url = self.root + self.path
-        try:
-            if self.send_as_json:
-                response = requests.post(
-                    url, json=payload, headers=self.headers, timeout=self.timeout
-                )
-            else:
-                form = {self.field: json.dumps(payload, allow_nan=False)}
-                response = requests.post(url, form, headers=self.headers, timeout=self.timeout)
-        except requests.exceptions.Timeout:
+        outcome: list[Any] = []
+        worker = threading.Thread(
+            target=self._post, args=(payload, outcome), name="RemoteMonitor", daemon=True
+        )
+        worker.start()
+        worker.join(self.timeout)
+        if worker.is_alive() or (outcome and outcome[0] == "timeout"):
             self._warn(
                 "timeout",
                 f"Could not reach RemoteMonitor root server at {self.root}: no answer within "
                 f"{self.timeout} seconds",
             )
-        except requests.exceptions.RequestException:
+        elif outcome and outcome[0] == "unreachable":
             self._warn("unreachable", f"Could not reach RemoteMonitor root server at {self.root}")
+        elif outcome and not 200 <= outcome[0] < 300:
+            status, reason = outcome
+            self._warn(
+                "status",
+                f"RemoteMonitor root server at {self.root} answered {status} {reason} to "
+                f"POST {self.root + self.path}",
+            )
+
+    def _post(self, payload: dict[str, Any], outcome: list[Any]) -> None:
+        """POST ``payload`` (in the helper thread) and put ``"timeout"``, ``"unreachable"``
+        or ``(status, reason)`` in ``outcome``. The answer's body is never read (as in
+        Keras, only the status matters), so a server that trickles it costs nothing."""
+        requests = self._requests
+        if self.send_as_json:
+            body: dict[str, Any] = {"json": payload}
         else:
-            if not 200 <= response.status_code < 300:
-                self._warn(
-                    "status",
-                    f"RemoteMonitor root server at {self.root} answered {response.status_code} "
-                    f"{response.reason} to POST {url}",
-                )
+            body = {"data": {self.field: json.dumps(payload, allow_nan=False)}}
+        try:
+            with requests.post(
+                self.root + self.path,
+                headers=self.headers,
+                timeout=self.timeout,
+                stream=True,
+                **body,
+            ) as response:
+                outcome.extend((response.status_code, response.reason))
+        except requests.exceptions.Timeout:
+            outcome.append("timeout")
+        except requests.exceptions.RequestException:
+            outcome.append("unreachable")
 
     def _warn(self, kind: str, message: str) -> None:
         if kind not in self._warned:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from torchcallbacks.callbacks.base import Callback
+from torchcallbacks.checks import check_output_path
 from torchcallbacks.utils import preserved_modes, require
 
 
@@ -107,6 +108,8 @@ class TensorBoard(Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._graph_written = False
+        if self._is_main():  # a log_dir that cannot be written fails before any training
+            check_output_path(self.log_dir, "TensorBoard", folder=True)
         if self.embeddings_freq and self._is_main():
             self._embedding_labels = self._read_embeddings_metadata()
 

@@ -1,0 +1,221 @@
+"""Checks of user input made before any training: output paths and `fit` arguments.
+
+Each check raises at once with a message naming the argument (or path), the value and the
+fix, so that a mistake costs no training time. `check_output_path` is what the callbacks
+that write files (ModelCheckpoint, CSVLogger, JSONLogger, TensorBoard, BackupAndRestore)
+call in ``on_train_begin``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+import os
+import string
+import tempfile
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from torchcallbacks.data import is_array_like
+from torchcallbacks.utils import expected_sync
+
+
+def check_output_path(path: str | os.PathLike, owner: str, folder: bool = False) -> None:
+    """Raise an ``OSError`` naming ``path`` when ``owner`` could not write it.
+
+    ``path`` is a file to write (``folder=False``) or a folder to write files in. Nothing is
+    created: the nearest existing folder on the way is probed with a temporary file.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if not folder and os.path.isdir(path):
+        raise IsADirectoryError(
+            21, f"{owner} cannot write the file {path!r}: it is an existing folder", path
+        )
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(
+            20, f"{owner} needs the folder {path!r}, but a file has that name", path
+        )
+    existing = path if folder else os.path.dirname(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(
+            20,
+            f"{owner} cannot write {path!r}: {existing!r} on the way is a file, not a folder",
+            path,
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".torchcallbacks-probe-"):
+            pass
+    except OSError as error:
+        raise OSError(
+            error.errno,
+            f"{owner} cannot write {path!r}: {error.strerror} in {existing!r}. Choose a folder "
+            "this process can write to",
+            path,
+        ) from error
+
+
+def check_output_template(template: str, owner: str) -> None:
+    """`check_output_path` for a path template: the file itself when it has no
+    ``{placeholder}``, else the folder before the first placeholder."""
+    if "{" not in template:
+        check_output_path(template, owner)
+    else:
+        check_output_path(os.path.dirname(template.split("{", 1)[0]) or ".", owner, folder=True)
+
+
+def check_path_template(template: str) -> None:
+    """Raise a ``ValueError`` for a ModelCheckpoint path template that cannot be formatted:
+    unbalanced braces, positional ``{}`` fields, or a format that does not suit the value
+    (``epoch``/``batch`` are ints, logged values floats)."""
+    try:
+        fields = [
+            (field, spec or "")
+            for _, field, spec, _ in string.Formatter().parse(template)
+            if field is not None
+        ]
+    except ValueError as error:
+        raise ValueError(
+            f"ModelCheckpoint filepath {template!r} is not a valid path template ({error}): "
+            "write placeholders as {name} or {name:format}, e.g. 'ckpt/{epoch:02d}.pt', and "
+            "double literal braces ({{ and }})."
+        ) from None
+    for field, spec in fields:
+        if not field.isidentifier():
+            raise ValueError(
+                f"ModelCheckpoint filepath {template!r}: the placeholder {{{field}}} needs the "
+                "name of a logged value, 'epoch' or 'batch', e.g. 'ckpt/{epoch:02d}.pt'."
+            )
+        sample = 1 if field in ("epoch", "batch") else 0.5
+        try:
+            format(sample, spec)
+        except ValueError as error:
+            kind = "an int" if isinstance(sample, int) else "a float"
+            example = "{epoch:02d}" if isinstance(sample, int) else f"{{{field}:.4f}}"
+            raise ValueError(
+                f"ModelCheckpoint filepath {template!r}: {{{field}:{spec}}} cannot format "
+                f"{field}, {kind} ({error}); use e.g. {example}."
+            ) from None
+
+
+class NonFiniteInputWarning(UserWarning):
+    """The inputs given to `fit` hold NaN or infinite values. Silence it with
+    ``warnings.simplefilter("ignore", NonFiniteInputWarning)``."""
+
+
+def check_fit_arguments(trainer: Any, arguments: Mapping[str, Any]) -> None:
+    """Check the arguments of `Trainer.fit` (its locals) before any data is touched."""
+    _check_count("epochs", arguments["epochs"], minimum=0)
+    _check_count("initial_epoch", arguments["initial_epoch"], minimum=0)
+    _check_count("batch_size", arguments["batch_size"], minimum=1, none="32")
+    _check_count("steps_per_epoch", arguments["steps_per_epoch"], minimum=1, none="the whole data")
+    _check_count("validation_steps", arguments["validation_steps"], minimum=1, none="all")
+    _check_count(
+        "validation_batch_size", arguments["validation_batch_size"], minimum=1, none="batch_size"
+    )
+    x, y = arguments["x"], arguments["y"]
+    _check_not_empty("x", x)
+    validation = arguments["validation_data"]
+    if isinstance(validation, tuple) and validation:
+        _check_not_empty("validation_data", validation[0])
+    elif validation is not None:
+        _check_not_empty("validation_data", validation)
+    if y is None and is_array_like(x) and trainer.objective.loss_spec is not None:
+        raise ValueError(
+            "fit(x) was given no y, but the loss "
+            f"{_name(trainer.objective.loss_spec)} needs targets: pass y=..., or give the "
+            "inputs and targets together as a Dataset, a DataLoader or (inputs, targets) "
+            "batches."
+        )
+    for name, value in (("x", x), ("y", y)):
+        _warn_non_finite(name, value)
+
+
+def _check_count(name: str, value: Any, minimum: int, none: str | None = None) -> None:
+    if value is None and none is not None:
+        return
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum:
+        return
+    allowed = "a positive integer" if minimum == 1 else "an integer >= 0"
+    default = f", or None for {none}" if none is not None else ""
+    raise ValueError(f"{name} must be {allowed}{default}; got {name}={value!r}.")
+
+
+def _length(data: Any) -> int | None:
+    if is_array_like(data):
+        leaves = [data] if isinstance(data, torch.Tensor | np.ndarray) else None
+        if leaves is None:
+            values = data.values() if isinstance(data, Mapping) else data
+            leaves = list(values)
+        return len(leaves[0]) if leaves and hasattr(leaves[0], "__len__") else None
+    if isinstance(data, DataLoader | Dataset):
+        try:
+            return len(data)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+    return None
+
+
+def _check_not_empty(name: str, data: Any) -> None:
+    if _length(data) == 0:
+        kind = type(data).__name__
+        raise ValueError(
+            f"{name} is empty (a {kind} with 0 samples or batches): there is nothing to "
+            f"{'validate on' if name.startswith('validation') else 'train on'}. Check how it "
+            "was built (a filter or a split that kept nothing?)."
+        )
+
+
+def _warn_non_finite(name: str, value: Any) -> None:
+    tensors = [value] if isinstance(value, torch.Tensor | np.ndarray) else []
+    if isinstance(value, Mapping):
+        tensors = list(value.values())
+    elif isinstance(value, list | tuple):
+        tensors = list(value)
+    for tensor in tensors:
+        if isinstance(tensor, np.ndarray) and tensor.dtype.kind in "fc":
+            tensor = torch.from_numpy(tensor)
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            continue
+        if tensor.ndim == 0 or not len(tensor):
+            continue
+        with expected_sync():  # once per fit
+            finite = torch.isfinite(tensor.reshape(len(tensor), -1)).all(dim=1)
+            bad = (~finite).nonzero().flatten().tolist()
+        if bad:
+            warnings.warn(
+                f"{name} holds NaN or infinite values in {len(bad)} sample(s), the first at "
+                f"index {bad[0]}: training on them gives NaN losses (TerminateOnNaN stops "
+                "such a run). Clean or drop those samples; to train anyway, silence this "
+                "with warnings.simplefilter('ignore', torchcallbacks.checks."
+                "NonFiniteInputWarning).",
+                NonFiniteInputWarning,
+                stacklevel=4,
+            )
+            return
+
+
+def _name(loss: Any) -> str:
+    return repr(loss) if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+
+
+def unknown_monitor_hint(trainer: Any, monitor: str) -> str:
+    """For a monitor that is not among the names the logs will hold: a sentence saying so,
+    with the closest name; empty when the name is known (or the names are not yet known)."""
+    objective = getattr(trainer, "objective", None)
+    logged = list(getattr(objective, "log_names", []) or [])
+    names = logged + [f"val_{name}" for name in logged]
+    if not logged or monitor in names:
+        return ""
+    close = difflib.get_close_matches(monitor, names, n=1)
+    suggestion = f" Did you mean {close[0]!r}?" if close else ""
+    return (
+        f" But {monitor!r} is not a metric this fit logs (it logs {', '.join(logged)}, and "
+        f"{', '.join(names[len(logged) :])} when validating).{suggestion}"
+    )
