@@ -132,8 +132,12 @@ def test_gpt2_language_model_trains_from_dict_batches_and_resumes_from_full_chec
 
     # Resuming continues with the model's own loss: the fifth epoch improves again.
     resumed = Trainer(fresh, torch.optim.AdamW(fresh.parameters(), lr=1e-2), device="cpu")
-    more = resumed.fit(loader, epochs=5, verbose=0, resume_from=str(tmp_path / "lm-4.pt"))
-    assert more.epoch == [4] and more.history["loss"][0] < losses[-1]
+    with pytest.warns(UserWarning, match="EarlyStopping #1, ModelCheckpoint #1"):
+        # the rerun leaves out the callbacks of the first run: their saved states are named
+        more = resumed.fit(loader, epochs=5, verbose=0, resume_from=str(tmp_path / "lm-4.pt"))
+    # The checkpoint carries History: the resumed run's History continues it.
+    assert more.epoch == [0, 1, 2, 3, 4] and more.history["loss"][:4] == losses
+    assert more.history["loss"][4] < losses[-1]
 
 
 def test_a_loss_given_scores_the_model_output_logits():
