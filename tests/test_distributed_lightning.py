@@ -28,11 +28,14 @@ pytestmark = pytest.mark.skipif(
     reason="torch.distributed with gloo is not available in this torch build",
 )
 
-RUNS = {  # what the worker reports -> its module class
-    "ddp": lightning_ddp.LoggingBoringModel,
-    "fsdp": lightning_ddp.LoggingBoringModel,
-    "fsdp_layer_step": lightning_ddp.LayerStepModel,
-}
+# what the worker reports -> (its module class, Trainer options, its weights file)
+RUNS = {
+    "ddp": (lightning_ddp.LoggingBoringModel, {}, "ddp.pt"),
+    "fsdp": (lightning_ddp.LoggingBoringModel, {}, "fsdp.pt"),
+    "fsdp_layer_step": (lightning_ddp.LayerStepModel, {}, "layer.pt"),
+    "ddp_accumulate": (lightning_ddp.LoggingBoringModel, {"accumulate_grad_batches": 2},
+                       "accumulate.pt"),
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +44,12 @@ def runs(tmp_path_factory):
     done = launch.run(SCRIPTS / "lightning_ddp.py", out, 2, timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-    single = {
-        module_class: lightning_ddp.fit_once(str(out / f"single_{module_class.__name__}.pt"),
-                                             module_class)
-        for module_class in set(RUNS.values())
-    }  # fmt: skip
+    single = {  # one process, batch_size=16: the same global batches
+        name: lightning_ddp.fit_once(str(out / f"single_{name}.pt"), module_class, **options)
+        for name, (module_class, options, _) in RUNS.items()
+        if name != "fsdp"  # the same single-process run as "ddp"
+    }
+    single["fsdp"] = single["ddp"]
     return out, ranks, single
 
 
@@ -56,7 +60,7 @@ def test_two_ranks_equal_one_process_on_the_same_global_batches(runs, name):
     both ranks end with the same weights: DDP/FSDP2 synchronised training_step's
     gradients."""
     _, (rank0, rank1), single = runs
-    expected = single[RUNS[name]]
+    expected = single[name]
     first, second = rank0[name], rank1[name]
     assert first["model_is_module"] and second["model_is_module"]
     assert first["history"] == second["history"]
@@ -66,7 +70,7 @@ def test_two_ranks_equal_one_process_on_the_same_global_batches(runs, name):
     assert first["weights"] == second["weights"]
     assert first["weights"] == pytest.approx(expected["weights"], abs=1e-5)
     assert first["weights"] != pytest.approx(
-        lightning_ddp.flat_weights(_fresh(RUNS[name]).state_dict()), abs=1e-3
+        lightning_ddp.flat_weights(_fresh(RUNS[name][0]).state_dict()), abs=1e-3
     )  # it trained
     assert first["evaluate"] == second["evaluate"]
     assert first["evaluate"] == pytest.approx(expected["evaluate"], rel=1e-5)
@@ -79,8 +83,9 @@ def test_two_ranks_equal_one_process_on_the_same_global_batches(runs, name):
 @pytest.mark.parametrize("name", list(RUNS))
 def test_saved_weights_load_into_a_fresh_module_without_prefixes(runs, name):
     out, (rank0, _), _ = runs
-    saved = torch.load(out / {"ddp": "ddp.pt", "fsdp": "fsdp.pt"}.get(name, "layer.pt"))
-    fresh = _fresh(RUNS[name])
+    module_class, _, filename = RUNS[name]
+    saved = torch.load(out / filename)
+    fresh = _fresh(module_class)
     assert list(saved) == list(fresh.state_dict()) == ["layer.weight", "layer.bias"]
     fresh.load_state_dict(saved)
     assert lightning_ddp.flat_weights(fresh.state_dict()) == pytest.approx(rank0[name]["weights"])

@@ -81,12 +81,15 @@ def wrapped_by_the_user() -> str:
 
 
 def fit_once(
-    weights_path: str, module_class: type = LoggingBoringModel, strategy: str | None = "auto"
+    weights_path: str,
+    module_class: type = LoggingBoringModel,
+    strategy: str | None = "auto",
+    **options,
 ) -> dict:
     """Fit, save the weights, evaluate and predict; what every rank reports."""
     torch.manual_seed(0)
     module = module_class()
-    trainer = Trainer(module, device="cpu", strategy=strategy)
+    trainer = Trainer(module, device="cpu", strategy=strategy, **options)
     x, y = data(64, seed=1)
     x_val, y_val = data(24, seed=2)
     history = trainer.fit(
@@ -115,6 +118,10 @@ def main() -> None:
         "ddp": fit_once(os.path.join(out, "ddp.pt"), strategy="ddp"),
         "fsdp": fit_once(os.path.join(out, "fsdp.pt"), strategy="fsdp"),
         "fsdp_layer_step": fit_once(os.path.join(out, "layer.pt"), LayerStepModel, "fsdp"),
+        # the first batch of each pair under DDP's no_sync, synchronised at the second
+        "ddp_accumulate": fit_once(
+            os.path.join(out, "accumulate.pt"), strategy="ddp", accumulate_grad_batches=2
+        ),
         "wrapped_by_the_user": wrapped_by_the_user(),
     }
     gc.collect()  # free the DDP wrappers before the process group (gloo aborts otherwise)
