@@ -115,14 +115,21 @@ def world_size() -> int:
 
 
 def prepare(
-    module: torch.nn.Module, optimizer: Any, device: torch.device, strategy: str | None
+    module: torch.nn.Module,
+    optimizer: Any,
+    device: torch.device,
+    strategy: str | None,
+    own_steps: bool = False,
 ) -> tuple[torch.nn.Module, Any]:
     """The module to run forward passes on, and the optimizer to use with it.
 
     ``"auto"``: a module already sharded with ``fully_shard`` is used as it is, others are
     wrapped in DDP when distributed; ``"ddp"``: DDP; ``"fsdp"``: FSDP2 (`fsdp.shard`, and an
     optimizer instance rebuilt on the sharded parameters); None: the module as it is. In a
-    single process the module is used as it is, whatever the strategy.
+    single process the module is used as it is, whatever the strategy. ``own_steps`` (no
+    ``loss=``) and a module defining ``training_step``: DDP wraps it in
+    `lightning.TrainingStepForward`, so that DDP's forward is its training step; FSDP2
+    gathers the parameters around its step methods as around its forward.
     """
     check_strategy(strategy)
     if not is_active() or strategy is None or isinstance(module, DistributedDataParallel):
@@ -132,10 +139,18 @@ def prepare(
     if strategy == "fsdp" or (strategy == "auto" and fsdp.is_sharded(module)):
         names = fsdp.parameter_names(module)
         fsdp.shard(module, device)
+        if own_steps:
+            from torchcallbacks.lightning import step_methods
+
+            fsdp.register_forward_methods(module, step_methods(module))
         return module, fsdp.rebuild_optimizer(optimizer, names, module)
     if not any(p.requires_grad for p in module.parameters()):
         return module, optimizer
     ids = [device.index] if device.type == "cuda" else None
+    if own_steps:
+        from torchcallbacks.lightning import training_step_forward
+
+        module = training_step_forward(module)
     return DistributedDataParallel(module, device_ids=ids), optimizer
 
 

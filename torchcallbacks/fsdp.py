@@ -20,9 +20,9 @@ import torch
 from torchcallbacks import distributed
 
 try:  # public since torch 2.6; the package itself supports older torch without FSDP2
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+    from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 except ImportError:  # pragma: no cover - depends on the torch version
-    FSDPModule, fully_shard = None, None
+    FSDPModule, fully_shard, register_fsdp_forward_method = None, None, None
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
@@ -59,6 +59,14 @@ def shard(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
             fully_shard(block, mesh=mesh)
     fully_shard(module, mesh=mesh)
     return module
+
+
+def register_forward_methods(module: torch.nn.Module, names: list[str]) -> None:
+    """Have FSDP2 gather the sharded root's parameters around ``module.<name>()`` as around
+    its forward: a ``training_step`` that calls ``self.layer(x)`` rather than ``self(x)``
+    then sees whole parameters (a nested ``self(x)`` finds them gathered already)."""
+    for name in names:
+        register_fsdp_forward_method(module, name)
 
 
 def parameter_names(module: torch.nn.Module) -> dict[int, str]:

@@ -534,6 +534,34 @@ def _scheduler_callback(config: Any, monitor: str | None, owner: str) -> Learnin
     return _ConfiguredScheduler(config["scheduler"], interval, frequency, monitor)
 
 
+class TrainingStepForward(torch.nn.Module):
+    """What DDP wraps for a module trained through its ``training_step``: a forward that
+    is the training step, so that DDP's reducer sees the step's graph and synchronises the
+    gradients (Lightning's own strategy wrapper does the same). `Trainer.model` stays the
+    module itself: checkpoints hold its keys without prefixes."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch: Any, batch_idx: int) -> Any:
+        return self.module.training_step(batch, batch_idx)
+
+
+def step_methods(module: torch.nn.Module) -> list[str]:
+    """The step methods the Trainer calls on ``module`` instead of its forward (none when
+    it defines no ``training_step``)."""
+    if user_method(module, "training_step") is None:
+        return []
+    names = ("training_step", "validation_step", "test_step", "predict_step")
+    return [name for name in names if user_method(module, name) is not None]
+
+
+def training_step_forward(module: torch.nn.Module) -> torch.nn.Module:
+    """`TrainingStepForward` of ``module`` when it defines ``training_step``, else itself."""
+    return TrainingStepForward(module) if user_method(module, "training_step") else module
+
+
 class LightningSteps(ObjectiveSteps):
     """The `Trainer`'s batch strategy for modules that define ``training_step``.
 
@@ -559,11 +587,14 @@ class LightningSteps(ObjectiveSteps):
                 "pass and optimizer step itself. Remove the manual optimization, or pass "
                 "loss= and optimizer= to train the module's forward instead."
             )
-        if isinstance(trainer._module, DistributedDataParallel):
-            raise NotImplementedError(
-                f"{owner} defines training_step, which the Trainer calls on the plain module; "
-                "under DistributedDataParallel that would skip gradient synchronisation. Use "
-                "loss= with the module's forward for distributed training."
+        if isinstance(trainer._module, DistributedDataParallel) and not isinstance(
+            trainer._module.module, TrainingStepForward
+        ):
+            raise ValueError(
+                f"{owner} defines training_step, but it came wrapped in "
+                "DistributedDataParallel, whose forward is the module's forward: its "
+                "training_step would skip gradient synchronisation. Pass the module itself; "
+                "under torchrun the Trainer wraps it so that DDP runs training_step."
             )
         self.view = LightningTrainerView(trainer)
         if is_lightning_module(module):
@@ -626,7 +657,15 @@ class LightningSteps(ObjectiveSteps):
         if trainer.example_batch_inputs is None and _is_pair(batch):
             trainer.example_batch_inputs = batch[0]
         log = _StepLog(on_step=True, on_epoch=False)
-        output = self._call(self.module.training_step, log, batch, batch_index)
+        # Under torchrun, DDP around `TrainingStepForward` (its reducer synchronises the
+        # step's gradients); eager as in one process, where `compile` leaves steps alone.
+        running = self.trainer._module
+        running = getattr(running, "_orig_mod", running)
+        if isinstance(running, DistributedDataParallel):
+            step = running
+        else:
+            step = self.module.training_step
+        output = self._call(step, log, batch, batch_index)
         loss = _loss_of(output, type(self.module).__name__)
         if not any(entry[0] == "loss" for entry in log.entries):
             log.entries.insert(0, ("loss", loss.detach(), False, True, None))

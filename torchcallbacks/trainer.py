@@ -113,7 +113,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         if wrapped is None:
             self._module, optimizer = distributed.prepare(
-                self.model, optimizer, self.device, strategy
+                self.model, optimizer, self.device, strategy, own_steps=loss is None
             )
         else:
             self._module = wrapped
@@ -616,7 +616,7 @@ class Trainer:
         if isinstance(inner, DDP):
             if inner.broadcast_buffers:
                 distributed.broadcast_buffers(inner.module)
-            self._module = inner.module
+            self._module = self.model  # (DDP may hold a training_step wrapper of it)
         elif distributed.is_active() and is_sharded(inner):  # FSDP2 leaves buffers unsynced
             distributed.broadcast_buffers(inner)
         try:
