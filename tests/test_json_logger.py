@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from torchcallbacks import Callback, JSONLogger, Trainer
+from torchcallbacks.checks import NonFiniteInputWarning
 
 
 def strict_records(path):
@@ -87,9 +88,11 @@ def test_nan_and_infinity_are_written_as_strings(tmp_path):
     model = torch.nn.Linear(1, 1)
     trainer = Trainer(model, "sgd", "mse", device="cpu")
     y = torch.tensor([[1.0], [math.nan]])  # a NaN target makes the loss NaN
-    trainer.fit(
-        torch.ones(2, 1), y, batch_size=2, epochs=1, verbose=0, callbacks=[Odd(), JSONLogger(path)]
-    )
+    with pytest.warns(NonFiniteInputWarning, match="y holds NaN"):
+        trainer.fit(
+            torch.ones(2, 1), y, batch_size=2, epochs=1, verbose=0,
+            callbacks=[Odd(), JSONLogger(path)],
+        )  # fmt: skip
     (record,) = strict_records(path)
     assert record == {
         "epoch": 0,

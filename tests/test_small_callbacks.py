@@ -9,6 +9,7 @@ import torch
 from conftest import linear_model
 
 from torchcallbacks import BaseLogger, Callback, LambdaCallback, TerminateOnNaN, Trainer
+from torchcallbacks.checks import NonFiniteInputWarning
 
 
 def _data_with_inf_at_batch_2():
@@ -22,9 +23,11 @@ def test_terminate_on_nan_stops_after_the_bad_batch(capsys):
     x, y = _data_with_inf_at_batch_2()
     batches = []
     spy = LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))
-    history = Trainer(linear_model(), "sgd", "mse").fit(
-        x, y, batch_size=5, epochs=3, shuffle=False, verbose=0, callbacks=[TerminateOnNaN(), spy]
-    )
+    with pytest.warns(NonFiniteInputWarning, match="y holds NaN or infinite values"):
+        history = Trainer(linear_model(), "sgd", "mse").fit(
+            x, y, batch_size=5, epochs=3, shuffle=False, verbose=0,
+            callbacks=[TerminateOnNaN(), spy],
+        )  # fmt: skip
     assert "Batch 2: Invalid loss, terminating training" in capsys.readouterr().out
     assert batches == [0, 1, 2]
     assert history.epoch == [0] and history.history["loss"] == [math.inf]
@@ -34,8 +37,11 @@ def test_terminate_on_nan_raise_error_skips_train_end():
     x, y = _data_with_inf_at_batch_2()
     ended = []
     spy = LambdaCallback(on_train_end=lambda logs: ended.append(True))
-    with pytest.raises(
-        RuntimeError, match=r"NaN or Inf loss encountered at batch 2\. Loss value: inf"
+    with (
+        pytest.raises(
+            RuntimeError, match=r"NaN or Inf loss encountered at batch 2\. Loss value: inf"
+        ),
+        pytest.warns(NonFiniteInputWarning),
     ):
         Trainer(linear_model(), "sgd", "mse").fit(
             x, y, batch_size=5, shuffle=False, verbose=0,
