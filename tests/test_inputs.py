@@ -3,6 +3,7 @@ objects without a name, and outputs whose structure does not fit the loss."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import warnings
@@ -227,3 +228,29 @@ def test_a_module_returning_its_own_loss_from_tensor_inputs():
     assert result["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
     assert result["accuracy"] == pytest.approx((logits.argmax(-1) == y).float().mean().item())
     assert torch.allclose(trainer.predict((x, scale), verbose=0), logits)  # the logits
+
+
+@pytest.mark.parametrize("loss", ["mse", "binary_crossentropy"])
+def test_a_pandas_series_target_goes_with_a_one_unit_output(loss):
+    """Keras matches the ranks of a 1-D target and an (N, 1) output: the common tabular case
+    ``fit(df[features], df["label"])`` for regression and binary models."""
+    features, labels = frame()
+    target = (labels > 0).astype("float32")
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(4, 1)] + ([torch.nn.Sigmoid()] if loss != "mse" else [])
+    model = torch.nn.Sequential(*layers)
+    reference = copy.deepcopy(model)  # the weights before training
+    trainer = Trainer(model, "sgd", loss, device="cpu")
+    history = trainer.fit(features, target, epochs=2, batch_size=60, shuffle=False, verbose=0)
+    # the same as a column target of shape (N, 1), computed by hand on the first batch
+    x = torch.tensor(features.to_numpy(dtype="float32"))
+    y = torch.tensor(target.to_numpy()).unsqueeze(1)
+    expected = (F.mse_loss if loss == "mse" else F.binary_cross_entropy)(reference(x), y)
+    assert history.history["loss"][0] == pytest.approx(expected.item(), rel=1e-5)
+    assert trainer.evaluate(features, target, verbose=0) == pytest.approx(
+        trainer.evaluate(x, y, verbose=0)
+    )
+    with pytest.raises(
+        ValueError, match=r"output has shape \(\d+, 1\) but the target has shape \(\d+, 2\)"
+    ):
+        trainer.evaluate(features, torch.zeros(60, 2), verbose=0)

@@ -181,3 +181,39 @@ def test_outputs_without_logits_or_loss_are_explained():
     classifier = BertForSequenceClassification(bert_config())
     with pytest.raises(ValueError, match="No loss given.*HuggingFace models do when the batch"):
         Trainer(classifier, "adam").fit(DataLoader(unlabeled, batch_size=4), verbose=0)
+
+
+def test_bert_dict_batches_one_at_a_time_and_in_memory_dicts_with_labels():
+    """``train_on_batch``/``test_on_batch`` on a collated dict batch with ``labels``, and
+    ``fit`` on in-memory dicts whose ``labels`` key holds the targets (no ``y``)."""
+    torch.manual_seed(0)
+    rows = classification_rows(32, seed=0)
+    batch = next(iter(DataLoader(rows, batch_size=32)))
+    model = BertForSequenceClassification(bert_config())
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), metrics=["accuracy"])
+    loss, accuracy = trainer.test_on_batch(batch)
+    model.eval()
+    with torch.no_grad():
+        output = model(**batch)
+    assert loss == pytest.approx(output.loss.item(), rel=1e-5)
+    expected_accuracy = (output.logits.argmax(-1) == batch["labels"]).float().mean().item()
+    assert accuracy == pytest.approx(expected_accuracy)
+    trained = trainer.train_on_batch(batch)  # [loss, accuracy] in train mode (dropout on)
+    assert len(trained) == 2 and 0 <= trained[1] <= 1
+    assert trainer.test_on_batch(batch)[0] < loss
+    history = trainer.fit(dict(batch), epochs=2, batch_size=8, verbose=0)
+    assert history.history["loss"][1] < history.history["loss"][0]
+
+
+def test_own_loss_models_refuse_sample_and_class_weights_before_a_step():
+    rows = classification_rows(16, seed=0)
+    batch = next(iter(DataLoader(rows, batch_size=16)))
+    labels = batch.pop("labels")
+    model = BertForSequenceClassification(bert_config())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, "adam")
+    with pytest.raises(ValueError, match="computes its own loss.*sample weights.*loss="):
+        trainer.fit(batch, labels, sample_weight=torch.ones(16), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="computes its own loss.*class_weight.*loss="):
+        trainer.fit(batch, labels, class_weight={0: 2.0, 1: 1.0}, epochs=1, verbose=0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

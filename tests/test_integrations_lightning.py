@@ -389,3 +389,13 @@ def test_trainer_should_stop_and_unknown_trainer_attributes():
     assert model.trainer.callback_metrics["loss"] == history.history["loss"][-1]
     with pytest.raises(AttributeError, match="estimated_stepping_batches is a lightning.Trainer"):
         model.trainer.estimated_stepping_batches  # noqa: B018
+
+
+def test_validation_data_without_a_validation_step_is_skipped_with_a_warning():
+    """As Lightning does ("no validation_step ... skipping"), before any training batch."""
+    torch.manual_seed(0)
+    loader = DataLoader(torch.randn(64, 32), batch_size=16)
+    trainer = Trainer(DemoModel(), device="cpu")
+    with pytest.warns(UserWarning, match="DemoModel defines no validation_step: skipping"):
+        history = trainer.fit(loader, validation_data=loader, epochs=2, verbose=0)
+    assert history.epoch == [0, 1] and not any(k.startswith("val_") for k in history.history)

@@ -240,8 +240,11 @@ def test_missing_validation_step_and_metrics_argument_are_explained():
 
     x, y = _data(8)
     trainer = Trainer(NoValidation(), device="cpu")
-    with pytest.raises(ValueError, match="defines no validation_step"):
-        trainer.fit(x, y, epochs=1, validation_split=0.5, verbose=0)
+    with pytest.warns(UserWarning, match="defines no validation_step: skipping validation"):
+        history = trainer.fit(x, y, epochs=1, validation_split=0.5, verbose=0)
+    assert not any(key.startswith("val_") for key in history.history)
+    with pytest.raises(ValueError, match="defines no test_step"):
+        trainer.evaluate(x, y, verbose=0)
     with pytest.raises(ValueError, match="log its metrics"):
         Trainer(Classifier(), metrics=["accuracy"], device="cpu")
 

@@ -126,7 +126,8 @@ def check_fit_arguments(trainer: Any, arguments: Mapping[str, Any]) -> None:
         _check_not_empty("validation_data", validation[0])
     elif validation is not None:
         _check_not_empty("validation_data", validation)
-    if y is None and is_array_like(x) and trainer.objective.loss_spec is not None:
+    scored = trainer.objective.loss_spec is not None and not trainer._steps.computes_own_loss
+    if y is None and is_array_like(x) and scored:
         raise ValueError(
             "fit(x) was given no y, but the loss "
             f"{_name(trainer.objective.loss_spec)} needs targets: pass y=..., or give the "

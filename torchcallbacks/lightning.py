@@ -13,6 +13,7 @@ import functools
 import numbers
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -670,6 +671,19 @@ class LightningSteps(ObjectiveSteps):
         if not any(entry[0] == "loss" for entry in log.entries):
             log.entries.insert(0, ("loss", loss.detach(), False, True, None))
         return loss, log.entries, _batch_size_of(batch)
+
+    def validates(self) -> bool:
+        """Without a ``validation_step``, `fit` skips the validation data with a warning, as
+        Lightning does."""
+        if self.validation_step is not None:
+            return True
+        warnings.warn(
+            f"You passed validation data but {type(self.module).__name__} defines no "
+            "validation_step: skipping validation. Define validation_step(batch, batch_idx) "
+            "and log with self.log('val_loss', loss) to validate.",
+            stacklevel=4,
+        )
+        return False
 
     def eval_batch(self, batch: Any, batch_index: int) -> tuple[list, int]:
         return self._evaluate(self.validation_step, "validation_step", batch, batch_index)

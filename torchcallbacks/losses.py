@@ -33,13 +33,23 @@ from torchcallbacks.utils import expected_sync
 _EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities before the log
 
 
-def _same_shape(name: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> None:
-    if y_pred.shape != y_true.shape:
-        raise ValueError(
-            f"loss '{name}': the model output has shape {tuple(y_pred.shape)} but the target "
-            f"has shape {tuple(y_true.shape)}; they must match (reshape the target or the "
-            "model's last layer)."
-        )
+def _matching_target(name: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """``y_true`` shaped like ``y_pred``. As in Keras, ranks that differ by a trailing
+    dimension of 1 are matched: a 1-D target (a pandas Series, a NumPy vector) goes with a
+    one-unit output of shape ``(N, 1)``."""
+    if y_pred.shape == y_true.shape:
+        return y_true
+    if y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] == 1:
+        if y_pred.shape[:-1] == y_true.shape:
+            return y_true.unsqueeze(-1)
+    if y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
+        if y_true.shape[:-1] == y_pred.shape:
+            return y_true.squeeze(-1)
+    raise ValueError(
+        f"loss '{name}': the model output has shape {tuple(y_pred.shape)} but the target "
+        f"has shape {tuple(y_true.shape)}; they must match (reshape the target or the "
+        "model's last layer)."
+    )
 
 
 def _class_targets(name: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> None:
@@ -61,21 +71,21 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
 def mean_squared_error(
     y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
-    _same_shape("mse", y_pred, y_true)
+    y_true = _matching_target("mse", y_pred, y_true)
     return F.mse_loss(y_pred, y_true.to(y_pred.dtype), reduction=reduction)
 
 
 def mean_absolute_error(
     y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
-    _same_shape("mae", y_pred, y_true)
+    y_true = _matching_target("mae", y_pred, y_true)
     return F.l1_loss(y_pred, y_true.to(y_pred.dtype), reduction=reduction)
 
 
 def binary_crossentropy(
     y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
-    _same_shape("binary_crossentropy", y_pred, y_true)
+    y_true = _matching_target("binary_crossentropy", y_pred, y_true)
     probs = y_pred.float().clamp(_EPSILON, 1.0 - _EPSILON)
     return F.binary_cross_entropy(probs, y_true.float(), reduction=reduction)
 
@@ -83,7 +93,7 @@ def binary_crossentropy(
 def categorical_crossentropy(
     y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
-    _same_shape("categorical_crossentropy", y_pred, y_true)
+    y_true = _matching_target("categorical_crossentropy", y_pred, y_true)
     probs = y_pred.float()
     probs = (probs / probs.sum(dim=-1, keepdim=True)).clamp(_EPSILON, 1.0 - _EPSILON)
     return _reduce(-(y_true.float() * probs.log()).sum(dim=-1), reduction)
@@ -273,7 +283,7 @@ class BinaryCrossentropy(_ProbabilityLoss):
     def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         if not self.from_logits:
             return _per_sample(self.function(y_pred, y_true, reduction="none"))
-        _same_shape(self.name, y_pred, y_true)
+        y_true = _matching_target(self.name, y_pred, y_true)
         values = F.binary_cross_entropy_with_logits(
             y_pred.float(), y_true.float(), reduction="none"
         )
@@ -289,7 +299,7 @@ class CategoricalCrossentropy(_ProbabilityLoss):
     def call(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         if not self.from_logits:
             return self.function(y_pred, y_true, reduction="none")
-        _same_shape(self.name, y_pred, y_true)
+        y_true = _matching_target(self.name, y_pred, y_true)
         return -(y_true.float() * F.log_softmax(y_pred.float(), dim=-1)).sum(dim=-1)
 
 

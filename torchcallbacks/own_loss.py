@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 class OwnLossSteps(ObjectiveSteps):
     """The `Trainer`'s batch strategy for modules that return their own loss."""
 
+    computes_own_loss = True  # fit(x) needs no y: the labels may sit inside x
+
     def __init__(self, trainer: Trainer) -> None:
         super().__init__(trainer)
         # The loss term of the objective is the module's own loss for the current batch;
@@ -56,8 +58,16 @@ class OwnLossSteps(ObjectiveSteps):
         the labels the metrics score against."""
         if isinstance(batch, Mapping):
             return (batch, {}), batch.get("labels")
+        if isinstance(batch, tuple | list) and len(batch) == 3:
+            raise ValueError(
+                f"{type(self.trainer.model).__name__} computes its own loss (no loss= given), "
+                "which sample weights cannot reach. To weight samples, pass loss= (it is then "
+                "applied to the output's logits), or weight inside the model's loss."
+            )
         if isinstance(batch, tuple | list) and len(batch) == 2:
             inputs, labels = batch
+            if labels is None and isinstance(inputs, Mapping):  # train_on_batch(dict batch)
+                return (inputs, {}), inputs.get("labels")
             if labels is None or not self.takes_labels:
                 return (inputs, {}), None  # a plain module given no loss=: _score says so
             if isinstance(inputs, Mapping):
@@ -90,8 +100,14 @@ class OwnLossSteps(ObjectiveSteps):
         return total, values, logits
 
     def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
-        call, labels = self._split(batch)
         trainer = self.trainer
+        if trainer.class_weights is not None:
+            raise ValueError(
+                f"{type(trainer.model).__name__} computes its own loss (no loss= given), which "
+                "class_weight cannot reach. Pass loss= (applied to the output's logits) to "
+                "weight classes, or weight inside the model's loss."
+            )
+        call, labels = self._split(batch)
         if trainer.example_batch_inputs is None:
             trainer.example_batch_inputs = call[0]
         loss, values, logits = self.compute(call, labels)

@@ -31,6 +31,8 @@ class ObjectiveSteps:
     Trainer's ``loss``/``metrics`` score the outputs.
     """
 
+    computes_own_loss = False  # the module's output is scored by the Trainer's loss
+
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.objective = trainer.objective
@@ -44,6 +46,10 @@ class ObjectiveSteps:
         """Callbacks run before the user's, in `fit` (``training``) or `evaluate`/`predict`
         (none here)."""
         return []
+
+    def validates(self) -> bool:
+        """Whether `fit` can run the validation data it was given (always, here)."""
+        return True
 
     def validation_logs(self, logs: Mapping[str, Any]) -> dict[str, Any]:
         """Validation results as epoch-log entries (Keras's ``val_`` prefix)."""

@@ -248,6 +248,8 @@ class Trainer:
                 self._data_generator, training=True, sample_weight=sample_weight,
             )  # fmt: skip
             val = self._validation_batches(validation_data, validation_batch_size or batch_size)
+        if val is not None and not self._steps.validates():
+            val = None
         self._resume.track_data(train)
         steps = steps_per_epoch if steps_per_epoch is not None else _length(train)
         self.batch_size = batch_size
