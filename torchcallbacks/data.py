@@ -12,6 +12,7 @@ such as a ``LightningDataModule``) gives its loaders through `from_data_module`.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -377,7 +378,16 @@ def make_batches(
             "batches must already be (inputs, targets) pairs."
         )
     if isinstance(x, DataLoader):
-        return LoaderBatches(x, device)
+        batches = LoaderBatches(x, device)
+        if world_size > 1 and training and not batches.sharded:
+            warnings.warn(
+                f"Under torchrun each of the {world_size} processes iterates this whole "
+                "DataLoader: they train on the same batches, with no speed-up. Give it a "
+                "DistributedSampler (DataLoader(dataset, sampler=DistributedSampler(dataset))) "
+                "or pass the Dataset itself, which the Trainer shards.",
+                stacklevel=3,
+            )
+        return batches
     if isinstance(x, Dataset) and hasattr(x, "__len__"):
         sampler: Sampler[int] | None = None
         if world_size > 1 and training:

@@ -272,6 +272,26 @@ def checks_stop_each_batch(callbacks: Any, device: torch.device) -> bool:
     return any_rank(local, device)
 
 
+def check_same_callbacks(callbacks: Any) -> None:
+    """Raise the same error on every rank when the ranks were given different callbacks of
+    the kinds that save, restore or change training (``on_every_process``): those run
+    collectives or change the weights or learning rate, so a rank-0-only one hangs the
+    group or lets the replicas drift apart."""
+    if not is_active():
+        return
+    local = [type(c).__name__ for c in callbacks if getattr(c, "on_every_process", False)]
+    everyone: list[Any] = [None] * world_size()
+    dist.all_gather_object(everyone, local)
+    if any(names != everyone[0] for names in everyone):
+        held = "; ".join(f"rank {r}: {names or 'none'}" for r, names in enumerate(everyone))
+        raise ValueError(
+            "Under torchrun every process must be given the same callbacks that save, restore "
+            "or change training (ModelCheckpoint, BackupAndRestore, EarlyStopping with "
+            "restore_best_weights, the learning-rate callbacks, SwapEMAWeights), in the same "
+            f"order; got {held}. Pass them to fit on every process: only rank 0 writes files."
+        )
+
+
 def shared_seed(device: torch.device) -> int:
     """A seed drawn from the global torch RNG, the same on every rank (rank 0's)."""
     seed = torch.randint(0, 2**62, (1,))

@@ -239,11 +239,20 @@ def _swap_in(partial: str, path: str, state: dict[str, Any] | None) -> None:
         return
     checkpoint_io.save_checkpoint(os.path.join(partial, STATE_FILE), state)
     old = f"{path}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(path):
+    _remove_path(old)
+    if os.path.exists(path):  # a directory of an earlier save, or a single-file checkpoint
         os.replace(path, old)
     os.replace(partial, path)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove_path(old)
+
+
+def _remove_path(path: str) -> None:
+    """Delete a file or a directory tree, if there is one."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 _in_flight: list[tuple[Any, Any]] = []  # (future, finish) of the asynchronous save, if any
@@ -385,8 +394,4 @@ def load_backup(trainer: Trainer, path: str, backup_dir: str) -> dict[str, Any] 
 def remove(path: str) -> None:
     """Delete a backup file or DCP directory (rank 0)."""
     finish_saves()
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
+    _remove_path(path)

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader
 
-from torchcallbacks import __version__
+from torchcallbacks import __version__, distributed
 from torchcallbacks.callbacks.base import Callback, CallbackList
 from torchcallbacks.checkpoint_io import FORMAT, load_states
 from torchcallbacks.distributed_checkpoint import SHARDED_KEY, load_in_place
+from torchcallbacks.fsdp import is_sharded
 from torchcallbacks.rng import get_rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -166,6 +167,13 @@ class ResumeState:
             load_in_place(trainer.model, optimizer, state[SHARDED_KEY])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
+        elif distributed.is_active() and is_sharded(trainer.model):
+            raise ValueError(
+                f"{source} is a single-file checkpoint, written without FSDP2 sharding: it "
+                "cannot be resumed into a sharded module. Resume it with strategy='ddp' (or in "
+                "one process), or start from its weights with trainer.load_weights(path) "
+                "before fit."
+            )
         else:
             load_states(
                 source,

@@ -273,6 +273,7 @@ class Trainer:
             self.request_resume(state)
         self._maybe_compile()
 
+        distributed.check_same_callbacks(callbacks.callbacks)  # before any collective
         callbacks.on_train_begin({})
         start_epoch, skip = initial_epoch, 0
         resume, self._resume.pending = self._resume.pending, None

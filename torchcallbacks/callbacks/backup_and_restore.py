@@ -76,6 +76,8 @@ class BackupAndRestore(Callback):
 
     filename = "latest.pt"
 
+    on_every_process = True  # under torchrun every rank needs it: it saves collectively
+
     def __init__(
         self,
         backup_dir: str | os.PathLike,

@@ -44,6 +44,10 @@ class Callback:
     `implements_batch_hooks` when the answer depends on the arguments.
     """
 
+    # Under torchrun, callbacks that save, restore or change training set this: `fit` then
+    # checks that every process was given the same ones (a rank-0-only one would hang).
+    on_every_process = False
+
     def __init__(self) -> None:
         self.trainer: Trainer | None = None
         self.params: dict[str, Any] | None = None

@@ -44,6 +44,11 @@ class EarlyStopping(MonitorCallback):
         "Available metrics are: {available}"
     )
 
+    @property
+    def on_every_process(self) -> bool:
+        """Restoring the best weights must happen on every rank (the replicas stay equal)."""
+        return bool(self.restore_best_weights)
+
     def __init__(
         self,
         monitor: str = "val_loss",

@@ -56,6 +56,8 @@ class LearningRateScheduler(Callback):
         trainer.fit(x, y, batch_size=32, epochs=4, callbacks=[per_batch], verbose=0)
     """
 
+    on_every_process = True  # under torchrun every rank needs it: it changes the learning rate
+
     def __init__(
         self,
         schedule: Schedule,

@@ -76,6 +76,8 @@ class ModelCheckpoint(MonitorCallback):
 
     missing_message = "Can save best model only with {monitor} available, skipping."
 
+    on_every_process = True  # under torchrun every rank needs it: it saves collectively
+
     def __init__(
         self,
         filepath: str | os.PathLike,

@@ -48,6 +48,8 @@ class ReduceLROnPlateau(MonitorCallback):
         "available. Available metrics are: {available}."
     )
 
+    on_every_process = True  # under torchrun every rank needs it: it changes the learning rate
+
     def __init__(
         self,
         monitor: str = "val_loss",

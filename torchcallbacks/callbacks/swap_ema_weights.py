@@ -29,6 +29,8 @@ class SwapEMAWeights(Callback):
     Unlike Keras 3, the training weights are put back after `predict` too.
     """
 
+    on_every_process = True  # under torchrun every rank needs it: it swaps the weights
+
     def __init__(self, swap_on_epoch: bool = False) -> None:
         super().__init__()
         self.swap_on_epoch = swap_on_epoch
