@@ -266,8 +266,8 @@ def test_mismatched_x_y_lengths_name_both(regression_data):
 
 def test_shape_mismatch_reports_shapes_and_loss_name(regression_data):
     x, y = regression_data
-    with pytest.raises(ValueError, match=r"loss 'mse'.*\(5, 1\).*\(5,\)"):
-        Trainer(linear_model(), "sgd", "mse").fit(x, y.squeeze(1), batch_size=5, verbose=0)
+    with pytest.raises(ValueError, match=r"loss 'mse'.*\(5, 1\).*\(5, 2\)"):
+        Trainer(linear_model(), "sgd", "mse").fit(x, y.repeat(1, 2), batch_size=5, verbose=0)
 
     def per_sample(y_pred, y_true):
         return (y_pred - y_true) ** 2
