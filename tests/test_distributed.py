@@ -199,11 +199,15 @@ def test_a_rank_that_raises_ends_the_run_without_hanging(tmp_path):
 
 def test_the_ddp_example_runs_under_torchrun(tmp_path):
     example = Path(__file__).resolve().parents[1] / "examples" / "ddp.py"
-    done = _run(tmp_path, 2, "--small", "--epochs", "2", "--device", "cpu", script=example)
+    out = tmp_path / "run"
+    args = ("--script", str(example), "--small", "--epochs", "2", "--device", "cpu")
+    done = _run(out, 2, *args, script=SCRIPTS / "exit_threads.py")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("Epoch 1/2") == 1  # printed by rank 0 only
     assert "2 process(es) on cpu, global batch 128" in done.stdout
-    assert _files(tmp_path) == ["best.pt", "last.pt", "log.csv"]
-    assert len((tmp_path / "log.csv").read_text().splitlines()) == 3  # header + 2 epochs
-    weights = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert _files(out) == ["best.pt", "last.pt", "log.csv"]
+    assert len((out / "log.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    # The process group was freed before interpreter shutdown, which it could abort.
+    assert [(tmp_path / f"run.exit-threads-{rank}").read_text() for rank in (0, 1)] == ["0", "0"]
+    weights = torch.load(out / "best.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in weights)

@@ -87,8 +87,12 @@ def setup(device: torch.device | None, timeout: timedelta = DEFAULT_TIMEOUT) -> 
 
 
 def _destroy_process_group() -> None:
-    if dist.is_initialized():
+    """Destroy the group this module created, and free it now: gloo's threads must stop
+    while the interpreter is whole (a group freed during interpreter shutdown can abort the
+    process). The collection frees a group that only reference cycles still hold."""
+    if dist.is_initialized():  # not when the script destroyed it itself
         dist.destroy_process_group()
+    gc.collect()
 
 
 def release_at_exit(trainer: Any) -> None:

@@ -10,6 +10,7 @@ the same number of them, which `Lockstep` ensures for evaluation and prediction.
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import warnings
 from collections.abc import Callable, Iterator
@@ -54,11 +55,23 @@ def shard(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh(device.type, (distributed.world_size(),))
+    _release_groups_at_exit(mesh)
     for block in _blocks(module):
         if not isinstance(block, FSDPModule):
             fully_shard(block, mesh=mesh)
     fully_shard(module, mesh=mesh)
     return module
+
+
+def _release_groups_at_exit(mesh: Any) -> None:
+    """Drop the mesh's references to its process groups before the process group is destroyed
+    at exit. DTensor's caches keep the mesh alive, and the mesh keeps its groups: a gloo group
+    freed only during interpreter shutdown can abort the process ("terminate called without
+    an active exception") once training is over. Handlers run in reverse order of
+    registration, so this runs before `distributed.setup`'s."""
+    registry = getattr(mesh, "_pg_registry", None)  # a lookup cache of torch >= 2.10
+    if isinstance(registry, dict):
+        atexit.register(registry.clear)
 
 
 def register_forward_methods(module: torch.nn.Module, names: list[str]) -> None:
