@@ -254,3 +254,43 @@ def test_a_pandas_series_target_goes_with_a_one_unit_output(loss):
         ValueError, match=r"output has shape \(\d+, 1\) but the target has shape \(\d+, 2\)"
     ):
         trainer.evaluate(features, torch.zeros(60, 2), verbose=0)
+
+
+def test_integer_and_boolean_frames_are_features_like_float_ones():
+    """Keras trains a frame of counts or flags: it becomes floating point like any frame."""
+    generator = np.random.default_rng(0)
+    counts = pd.DataFrame(generator.integers(0, 5, (32, 4)), columns=list("abcd"))
+    flags = counts > 2
+    labels = pd.Series(generator.integers(0, 3, 32))
+    for features in (counts, flags):
+        trainer = Trainer(classifier(), "adam", "cross_entropy", metrics=["accuracy"])
+        history = trainer.fit(features, labels, epochs=1, batch_size=8, verbose=0)
+        reference = Trainer(classifier(), "adam", "cross_entropy", metrics=["accuracy"])
+        as_floats = features.to_numpy(dtype=np.float32), labels.to_numpy()
+        expected = reference.fit(*as_floats, epochs=1, batch_size=8, verbose=0)
+        for key, values in expected.history.items():
+            assert history.history[key] == pytest.approx(values), key
+
+
+def test_predict_on_dict_batches_leaves_their_labels_out():
+    """The loader that trained (dict batches with "labels") also predicts, as Keras's
+    predict ignores targets."""
+
+    class Features(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = classifier()
+
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            return self.linear(features)
+
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    rows = [{"features": x[i], "labels": y[i]} for i in range(32)]
+    loader = DataLoader(rows, batch_size=8)
+    model = Features()
+    trainer = Trainer(model, "adam", "cross_entropy")
+    trainer.fit(loader, epochs=1, verbose=0)
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.allclose(trainer.predict(loader, verbose=0), expected)
+    assert torch.allclose(trainer.predict_on_batch(next(iter(loader))), expected[:8])

@@ -217,3 +217,14 @@ def test_own_loss_models_refuse_sample_and_class_weights_before_a_step():
     with pytest.raises(ValueError, match="computes its own loss.*class_weight.*loss="):
         trainer.fit(batch, labels, class_weight={0: 2.0, 1: 1.0}, epochs=1, verbose=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_own_loss_models_report_weighted_metrics_as_plain_ones_without_weights():
+    """No weights reach an own-loss model, so a weighted metric equals its plain twin."""
+    torch.manual_seed(0)
+    rows = classification_rows(32, seed=0)
+    model = BertForSequenceClassification(bert_config())
+    trainer = Trainer(model, "adam", metrics=["accuracy"], weighted_metrics=["accuracy"])
+    history = trainer.fit(DataLoader(rows, batch_size=8), epochs=1, verbose=0).history
+    assert set(history) == {"loss", "accuracy", "weighted_accuracy"}
+    assert history["weighted_accuracy"] == pytest.approx(history["accuracy"])

@@ -45,7 +45,7 @@ def test_boring_model_final_weights_equal_a_hand_written_loop():
         assert torch.equal(model.state_dict()[name], parameter), name
     assert history.history["lr"] == pytest.approx([0.1, 0.01, 0.001])  # StepLR's gamma 0.1
     assert trainer.global_step == model.global_step == 3 * 64
-    assert model.current_epoch == 2
+    assert model.current_epoch == 3  # after fit: the epochs run, as lightning.Trainer has it
 
 
 def test_boring_model_is_its_own_data_module_and_validates():
@@ -144,6 +144,13 @@ def test_lightning_transformer_demo_trains():
     assert isinstance(trainer.optimizer, torch.optim.SGD)  # its configure_optimizers
     history = trainer.fit(batches, epochs=6, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+    # Its forward takes (inputs, target): the summary shows no shapes rather than failing.
+    table = trainer.summary(print_fn=None)
+    assert "model (Transformer)" in table and "│ ?" in table
+    # Lightning's example_input_array gives the shapes, as in Lightning's own summary.
+    model.example_input_array = (tokens[:2, :-1], tokens[:2, 1:])
+    trainer.fit(batches, epochs=1, verbose=0)
+    assert "(24, 16)" in trainer.summary(print_fn=None)  # 2 sequences of 12 tokens, flattened
 
 
 class ToyData(L.LightningDataModule):
@@ -386,7 +393,7 @@ def test_trainer_should_stop_and_unknown_trainer_attributes():
     trainer = Trainer(model, device="cpu")
     history = trainer.fit(DataLoader(torch.randn(8, 32), batch_size=4), epochs=5, verbose=0)
     assert history.epoch == [0, 1] and trainer.stop_training
-    assert model.trainer.callback_metrics["loss"] == history.history["loss"][-1]
+    assert model.trainer.callback_metrics["loss"].item() == history.history["loss"][-1]
     with pytest.raises(AttributeError, match="estimated_stepping_batches is a lightning.Trainer"):
         model.trainer.estimated_stepping_batches  # noqa: B018
 
@@ -399,3 +406,88 @@ def test_validation_data_without_a_validation_step_is_skipped_with_a_warning():
     with pytest.warns(UserWarning, match="DemoModel defines no validation_step: skipping"):
         history = trainer.fit(loader, validation_data=loader, epochs=2, verbose=0)
     assert history.epoch == [0, 1] and not any(k.startswith("val_") for k in history.history)
+
+
+def test_in_memory_inputs_without_targets_reach_training_step_as_given():
+    """``fit(x)`` and ``train_on_batch(x)``: training_step gets the batch of x itself, as a
+    DataLoader over x gives it (here with the default verbosity)."""
+    x = torch.randn(64, 32)
+    torch.manual_seed(0)
+    from_loader = DemoModel()
+    Trainer(from_loader, device="cpu").fit(DataLoader(x, batch_size=16), epochs=2)
+    torch.manual_seed(0)
+    in_memory = DemoModel()
+    trainer = Trainer(in_memory, device="cpu")
+    trainer.fit(x, batch_size=16, epochs=2, shuffle=False)
+    for name, parameter in from_loader.state_dict().items():
+        assert torch.equal(in_memory.state_dict()[name], parameter), name
+    assert trainer.train_on_batch(x[:16]) > 0
+
+
+def test_weights_that_training_step_cannot_see_are_refused_before_a_step():
+    model = DemoModel()
+    before = copy.deepcopy(model.state_dict())
+    trainer = Trainer(model, device="cpu")
+    x, y = torch.randn(16, 32), torch.randint(0, 2, (16,))
+    refusal = "DemoModel computes its loss in its own training_step, which {}= cannot reach"
+    with pytest.raises(ValueError, match=refusal.format("sample_weight")):
+        trainer.fit(x, sample_weight=torch.ones(16), epochs=1)
+    with pytest.raises(ValueError, match=refusal.format("class_weight")):
+        trainer.fit(x, y, class_weight={0: 1.0, 1: 2.0}, epochs=1)
+    with pytest.raises(ValueError, match=refusal.format("sample_weight")):
+        trainer.evaluate(x, sample_weight=torch.ones(16))
+    with pytest.raises(ValueError, match=refusal.format("sample_weight")):
+        trainer.train_on_batch(x, sample_weight=torch.ones(16))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class LogsInStartHooks(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 3)
+
+    def on_train_start(self) -> None:
+        self.log("train_started", 1.0)
+
+    def on_train_epoch_start(self) -> None:
+        self.log("lr_at_start", self.optimizers().param_groups[0]["lr"])
+
+    def on_validation_epoch_start(self) -> None:
+        self.log("val_started", 2.0)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.layer(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self.layer(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def test_values_logged_in_start_hooks_reach_the_epoch_logs_as_in_lightning():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    torch.manual_seed(0)
+    module = LogsInStartHooks()
+    trainer = Trainer(module, device="cpu")
+    ours = trainer.fit(loader, validation_data=loader, epochs=1)
+    torch.manual_seed(0)
+    theirs = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
+    )  # fmt: skip
+    theirs.fit(LogsInStartHooks(), loader, loader)
+    for name, value in theirs.callback_metrics.items():
+        assert ours.history[name] == [pytest.approx(value.item())], name
+    # callback_metrics holds tensors, as Lightning's does, and evaluate refreshes it
+    assert set(theirs.callback_metrics) <= set(module.trainer.callback_metrics)
+    assert isinstance(module.trainer.callback_metrics["val_loss"], torch.Tensor)
+    evaluated = trainer.evaluate(
+        DataLoader(TensorDataset(x[:8], y[:8]), batch_size=8), return_dict=True
+    )
+    assert evaluated["val_loss"] != pytest.approx(ours.history["val_loss"][0])
+    assert module.trainer.callback_metrics["val_loss"].item() == evaluated["val_loss"]

@@ -8,7 +8,7 @@ import torch
 from conftest import linear_model
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchcallbacks import Callback, TensorBoard, Trainer
+from torchcallbacks import Callback, LambdaCallback, TensorBoard, Trainer
 
 
 def _fit_loss(x, y=None, **kwargs):
@@ -328,3 +328,24 @@ def test_a_module_in_eval_mode_as_a_whole_is_trained_in_train_mode(regression_da
     Trainer(model, "sgd", "mse", device="cpu").fit(x, y, epochs=1, verbose=0)
     assert not torch.equal(backbone[1].running_mean, before)  # BatchNorm ran in train mode
     assert not model.training and not backbone[1].training  # and the modes are given back
+
+
+def test_a_checkpoint_state_loads_into_a_fresh_trainer_and_resumes(regression_data):
+    """``checkpoint_state`` → ``load_checkpoint_state``: the same predictions, and with
+    ``resume=True`` the next fit continues at the saved epoch with the same optimizer."""
+    x, y = regression_data
+    torch.manual_seed(0)
+    trainer = Trainer(linear_model(), "adam", "mse", device="cpu")
+    trainer.fit(x, y, epochs=2, verbose=0)
+    state = trainer.checkpoint_state(epoch=1)
+    fresh = Trainer(linear_model(), "adam", "mse", device="cpu")
+    fresh.load_checkpoint_state(state)
+    assert torch.equal(fresh.predict(x, verbose=0), trainer.predict(x, verbose=0))
+    saved_steps = trainer.optimizer.state_dict()["state"][0]["step"]
+    assert fresh.optimizer.state_dict()["state"][0]["step"] == saved_steps > 0
+    resumed = Trainer(linear_model(), "adam", "mse", device="cpu")
+    resumed.load_checkpoint_state(state, resume=True)
+    started = []
+    record = LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
+    resumed.fit(x, y, epochs=4, verbose=0, callbacks=[record])
+    assert started == [2, 3]

@@ -87,7 +87,9 @@ def check_path_template(template: str) -> None:
             "double literal braces ({{ and }})."
         ) from None
     for field, spec in fields:
-        if not field.isidentifier():
+        # str.format takes any name ("val_top-5") but reads "." and "[" as attribute or
+        # item access, and an empty or numeric field as positional.
+        if not field or field.isdigit() or any(c in field for c in ".[!"):
             raise ValueError(
                 f"ModelCheckpoint filepath {template!r}: the placeholder {{{field}}} needs the "
                 "name of a logged value, 'epoch' or 'batch', e.g. 'ckpt/{epoch:02d}.pt'."
@@ -134,8 +136,21 @@ def check_fit_arguments(trainer: Any, arguments: Mapping[str, Any]) -> None:
             "inputs and targets together as a Dataset, a DataLoader or (inputs, targets) "
             "batches."
         )
+    check_weights_reach(trainer, arguments["sample_weight"], arguments["class_weight"])
     for name, value in (("x", x), ("y", y)):
         _warn_non_finite(name, value)
+
+
+def check_weights_reach(trainer: Any, sample_weight: Any, class_weight: Any = None) -> None:
+    """Refuse weights the module's own ``training_step`` would never see."""
+    given = "sample_weight" if sample_weight is not None else "class_weight"
+    if trainer._steps.takes_weights or (sample_weight is None and class_weight is None):
+        return
+    raise ValueError(
+        f"{type(trainer.model).__name__} computes its loss in its own training_step, which "
+        f"{given}= cannot reach. Weight the loss inside training_step instead (the batches "
+        "can carry the weights: yield (x, y, w) and unpack them there)."
+    )
 
 
 def _check_count(name: str, value: Any, minimum: int, none: str | None = None) -> None:
@@ -180,15 +195,18 @@ def _warn_non_finite(name: str, value: Any) -> None:
     elif isinstance(value, list | tuple):
         tensors = list(value)
     for tensor in tensors:
+        if not isinstance(tensor, torch.Tensor | np.ndarray) or tensor.ndim == 0 or not len(tensor):
+            continue
         if isinstance(tensor, np.ndarray) and tensor.dtype.kind in "fc":
-            tensor = torch.from_numpy(tensor)
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            # NumPy itself: torch.from_numpy warns about read-only arrays (pandas' views)
+            finite = np.isfinite(tensor.reshape(len(tensor), -1)).all(axis=1)
+            bad = np.flatnonzero(~finite).tolist()
+        elif isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            with expected_sync():  # once per fit
+                finite = torch.isfinite(tensor.reshape(len(tensor), -1)).all(dim=1)
+                bad = (~finite).nonzero().flatten().tolist()
+        else:
             continue
-        if tensor.ndim == 0 or not len(tensor):
-            continue
-        with expected_sync():  # once per fit
-            finite = torch.isfinite(tensor.reshape(len(tensor), -1)).all(dim=1)
-            bad = (~finite).nonzero().flatten().tolist()
         if bad:
             warnings.warn(
                 f"{name} holds NaN or infinite values in {len(bad)} sample(s), the first at "

@@ -55,7 +55,9 @@ def _pandas_to_numpy(value: Any) -> np.ndarray:
             "numbers first (e.g. pd.get_dummies(df), or df[col].astype('category').cat.codes)."
         )
     array = np.asarray(value.to_numpy())
-    if array.dtype == object:  # mixed column types (bool beside numbers): as floats
+    # A frame is a table of features, floating point as in Keras (int or bool columns
+    # alike); a Series keeps integer labels, and its booleans become floats.
+    if hasattr(value, "columns") or array.dtype in (object, bool):
         array = value.to_numpy(dtype=np.float64, na_value=np.nan)
     return array
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from torchcallbacks import distributed
+from torchcallbacks.utils import expected_sync
 
 try:  # public since torch 2.6; the package itself supports older torch without FSDP2
     from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
@@ -160,7 +161,8 @@ class Lockstep:
             count = steps
         if steps is not None:
             count = min(count, steps)
-        self.total = distributed.max_over_ranks(count, trainer.device)
+        with expected_sync():  # once per evaluate or predict
+            self.total = distributed.max_over_ranks(count, trainer.device)
 
     def counted(self, step: Callable[[Any, int], Any]) -> Callable[[Any, int], Any]:
         if not self.active:

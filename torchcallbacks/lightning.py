@@ -10,6 +10,7 @@ a real ``lightning.LightningModule`` works as it is (Lightning is never imported
 from __future__ import annotations
 
 import functools
+import inspect
 import numbers
 import os
 import sys
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback, to_float
 from torchcallbacks.callbacks.learning_rate_scheduler import LearningRateScheduler
 from torchcallbacks.steps import ObjectiveSteps
@@ -188,17 +190,21 @@ class LightningTrainerView:
     ``optimizers``, ``training``/``validating``/``testing``/``predicting``,
     ``sanity_checking`` (always False), ``should_stop`` (set it to stop `fit`), ``logger``
     (None), ``loggers`` ([]), ``model`` (the module), ``callback_metrics`` (the latest epoch
-    logs). Any other attribute is read from (and written to) the `Trainer` itself.
+    or evaluation logs, as tensors). Any other attribute is read from (and written to) the
+    `Trainer` itself.
     """
 
     sanity_checking = False
     logger = None
-    _OWN = frozenset({"_trainer", "stage", "max_epochs", "callback_metrics", "loggers"})
+    _OWN = frozenset(
+        {"_trainer", "stage", "max_epochs", "callback_metrics", "loggers", "epochs_completed"}
+    )
 
     def __init__(self, trainer: Trainer) -> None:
         self._trainer = trainer
         self.stage: str | None = None  # "train", "validate", "test" or "predict"
         self.max_epochs: int | None = None
+        self.epochs_completed: int | None = None  # set when fit ends, as Lightning counts
         self.callback_metrics: dict[str, Any] = {}
         self.loggers: list[Any] = []
 
@@ -231,6 +237,10 @@ class LightningTrainerView:
 
     @property
     def current_epoch(self) -> int:
+        """The epoch's index during fit; after it (from ``on_train_end``), the number of
+        epochs run, as in Lightning."""
+        if self.epochs_completed is not None:
+            return self.epochs_completed
         return self._trainer.current_epoch
 
     @property
@@ -394,6 +404,10 @@ class LoggedTracker:
             flat = sums.tolist()
             count = len(names)
             logs = {name: flat[i] / flat[count + i] for i, name in enumerate(names)}
+        # torchmetrics objects synchronise the processes in compute(): under torchrun they
+        # are read only at the end of an epoch, where every rank reads them together.
+        if reduce is None and distributed.is_active():
+            return logs
         for name, series in self.series.items():
             if series.metric is not None:
                 logs[name] = to_float(series.metric.compute())
@@ -570,8 +584,11 @@ class LightningSteps(ObjectiveSteps):
     given. ``training_step(batch, batch_idx)`` returns the loss (or a dict with ``"loss"``);
     `fit` validates with ``validation_step``, `evaluate` uses ``test_step`` (else
     ``validation_step``), `predict` uses ``predict_step`` (else the module's forward).
-    Batches are passed as the data yields them. Validation keys are the logged names.
+    Batches are passed as the data yields them (in-memory inputs given without targets: the
+    inputs alone). Validation keys are the logged names.
     """
+
+    takes_weights = False  # the module computes its loss in training_step
 
     def __init__(self, trainer: Trainer) -> None:
         super().__init__(trainer)
@@ -614,6 +631,8 @@ class LightningSteps(ObjectiveSteps):
         self.test_step = self.test_step or self.validation_step
         self.predict_step = user_method(module, "predict_step")
         self.pending_epoch_end: str | None = None  # the evaluation epoch-end hook to run
+        self.opening_entries: list[tuple[str, Any, bool, bool, int | None]] = []  # its start's
+        self._forward_takes_one_input = _takes_one_input(module)
 
     def tracker(self) -> LoggedTracker:
         return LoggedTracker(self.trainer.device, epoch_end=self._evaluation_epoch_end)
@@ -636,8 +655,10 @@ class LightningSteps(ObjectiveSteps):
         return log.entries
 
     def _evaluation_epoch_end(self) -> list[tuple[str, Any, bool, bool, int | None]]:
+        """What the evaluation's start hooks and its epoch-end hook logged."""
         name, self.pending_epoch_end = self.pending_epoch_end, None
-        return [] if name is None else self.run_hook(name)
+        opening, self.opening_entries = self.opening_entries, []
+        return opening + ([] if name is None else self.run_hook(name))
 
     def validation_logs(self, logs: Mapping[str, Any]) -> dict[str, Any]:
         return dict(logs)
@@ -655,8 +676,9 @@ class LightningSteps(ObjectiveSteps):
 
     def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
         trainer = self.trainer
-        if trainer.example_batch_inputs is None and _is_pair(batch):
-            trainer.example_batch_inputs = batch[0]
+        if trainer.example_batch_inputs is None:
+            trainer.example_batch_inputs = self._example_inputs(batch)
+        batch = _as_given(batch)
         log = _StepLog(on_step=True, on_epoch=False)
         # Under torchrun, DDP around `TrainingStepForward` (its reducer synchronises the
         # step's gradients); eager as in one process, where `compile` leaves steps alone.
@@ -671,6 +693,14 @@ class LightningSteps(ObjectiveSteps):
         if not any(entry[0] == "loss" for entry in log.entries):
             log.entries.insert(0, ("loss", loss.detach(), False, True, None))
         return loss, log.entries, _batch_size_of(batch)
+
+    def _example_inputs(self, batch: Any) -> Any:
+        """What `Trainer.summary` and TensorBoard's graph run the forward on: Lightning's
+        ``example_input_array``, else a pair's inputs when the forward takes one input."""
+        example = getattr(self.module, "example_input_array", None)
+        if example is None and _is_pair(batch) and self._forward_takes_one_input:
+            return batch[0]
+        return example
 
     def validates(self) -> bool:
         """Without a ``validation_step``, `fit` skips the validation data with a warning, as
@@ -701,15 +731,14 @@ class LightningSteps(ObjectiveSteps):
                 "e.g. self.log('val_loss', loss)."
             )
         log = _StepLog(on_step=False, on_epoch=True)
+        batch = _as_given(batch)
         self._call(step, log, batch, batch_index)
         return log.entries, _batch_size_of(batch)
 
     def predict_batch(self, batch: Any, batch_index: int) -> Any:
         if self.predict_step is None:
             return super().predict_batch(batch, batch_index)
-        if _is_pair(batch) and batch[1] is None:  # in-memory inputs without targets
-            batch = batch[0]
-        return self._call(self.predict_step, None, batch, batch_index)
+        return self._call(self.predict_step, None, _as_given(batch), batch_index)
 
 
 class _ModuleHooks(Callback):
@@ -723,6 +752,8 @@ class _ModuleHooks(Callback):
         self.steps = steps
         self.training = training
         self.view = steps.view
+        # What on_train_start/on_train_epoch_start log joins the epoch's logs, as in Lightning.
+        self._opening: list[tuple[str, Any, bool, bool, int | None]] = []
 
     def _evaluation_stage(self) -> str:
         return "validation" if self.training else self.steps.test_stage
@@ -730,21 +761,24 @@ class _ModuleHooks(Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.view.stage = "train"
         self.view.max_epochs = (self.params or {}).get("epochs")
-        self.steps.run_hook("on_fit_start")
-        self.steps.run_hook("on_train_start")
+        self.view.epochs_completed = None
+        self._opening = self.steps.run_hook("on_fit_start") + self.steps.run_hook("on_train_start")
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.view.stage = "train"
-        self.steps.run_hook("on_train_epoch_start")
+        self._opening += self.steps.run_hook("on_train_epoch_start")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.view.stage = "train"
-        entries = self.steps.run_hook("on_train_epoch_end")
+        entries = self._opening + self.steps.run_hook("on_train_epoch_end")
+        self._opening = []
         if logs is not None:
             logs.update(_epoch_values(entries))  # the dict every later callback receives
-            self.view.callback_metrics = dict(logs)
+            self.view.callback_metrics = _as_tensors(logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        trainer = self.steps.trainer
+        self.view.epochs_completed = trainer.current_epoch + bool(trainer.history.epoch)
         self.steps.run_hook("on_train_end")
         self.steps.run_hook("on_fit_end")
         self.view.stage = None
@@ -752,11 +786,12 @@ class _ModuleHooks(Callback):
     def on_test_begin(self, logs: dict | None = None) -> None:
         stage = self._evaluation_stage()
         self.view.stage = "validate" if stage == "validation" else "test"
-        self.steps.run_hook(f"on_{stage}_start")
-        self.steps.run_hook(f"on_{stage}_epoch_start")
+        self.steps.opening_entries = self.steps.run_hook(f"on_{stage}_start")
+        self.steps.opening_entries += self.steps.run_hook(f"on_{stage}_epoch_start")
         self.steps.pending_epoch_end = f"on_{stage}_epoch_end"
 
     def on_test_end(self, logs: dict | None = None) -> None:
+        self.view.callback_metrics.update(_as_tensors(logs or {}))  # validation or evaluate's
         self.steps.pending_epoch_end = None
         self.steps.run_hook(f"on_{self._evaluation_stage()}_end")
         self.view.stage = "train" if self.training else None
@@ -770,6 +805,14 @@ class _ModuleHooks(Callback):
         self.steps.run_hook("on_predict_epoch_end")
         self.steps.run_hook("on_predict_end")
         self.view.stage = None
+
+
+def _as_tensors(logs: Mapping[str, Any]) -> dict[str, Any]:
+    """Logs as Lightning's ``callback_metrics`` holds them: numbers as scalar tensors."""
+    return {
+        name: torch.tensor(value) if isinstance(value, numbers.Real) else value
+        for name, value in logs.items()
+    }
 
 
 def _epoch_values(entries: list[tuple[str, Any, bool, bool, int | None]]) -> dict[str, Any]:
@@ -818,6 +861,24 @@ def _loss_of(output: Any, owner: str) -> torch.Tensor:
 
 def _is_pair(batch: Any) -> bool:
     return isinstance(batch, tuple | list) and len(batch) == 2
+
+
+def _takes_one_input(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s forward can be called with one positional input."""
+    try:
+        parameters = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is p.empty]
+    variadic = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+    return len(required) == 1 or (len(required) == 0 and variadic)
+
+
+def _as_given(batch: Any) -> Any:
+    """The batch as the user's data holds it: in-memory inputs given without targets
+    (``fit(x)``, ``train_on_batch(x)``) come as ``(x, None)`` and go to the steps as ``x``."""
+    return batch[0] if _is_pair(batch) and batch[1] is None else batch
 
 
 def _tensors(batch: Any) -> Iterator[torch.Tensor]:

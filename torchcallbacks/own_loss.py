@@ -45,7 +45,7 @@ class OwnLossSteps(ObjectiveSteps):
         # The loss term of the objective is the module's own loss for the current batch;
         # metrics are scored as usual, on the logits.
         self.objective = trainer.objective = Objective(
-            self._batch_loss, trainer.objective.metric_spec
+            self._batch_loss, trainer.objective.metric_spec, trainer.objective.weighted_spec
         )
         self._loss: torch.Tensor | None = None
         self.takes_labels = _takes_labels(trainer.model)

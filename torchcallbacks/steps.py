@@ -32,6 +32,7 @@ class ObjectiveSteps:
     """
 
     computes_own_loss = False  # the module's output is scored by the Trainer's loss
+    takes_weights = True  # sample_weight and class_weight reach the loss
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -206,8 +207,12 @@ def split_weighted_batch(
 
 
 def predict_inputs(batch: Any) -> Any:
+    """What the module runs on in `predict`: targets and weights are left out, as Keras's
+    predict ignores them (a dict batch loses its ``labels``)."""
     if isinstance(batch, tuple | list) and len(batch) in (1, 2, 3):
-        return batch[0]
+        batch = batch[0]
+    if isinstance(batch, Mapping) and "labels" in batch:
+        return split_batch(batch)[0]
     return batch
 
 

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torchcallbacks import distributed, distributed_checkpoint
 from torchcallbacks.callbacks.base import Callback, CallbackList, sanitize_logs
 from torchcallbacks.callbacks.history import History
-from torchcallbacks.checks import check_fit_arguments
+from torchcallbacks.checks import check_fit_arguments, check_weights_reach
 from torchcallbacks.data import (
     LoaderBatches,
     TensorBatches,
@@ -236,12 +236,13 @@ class Trainer:
         self._require_optimizer("fit")
         x, validation_data = from_data_module(x, "fit", validation_data)
         check_fit_arguments(self, locals())
-        self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
         if validation_split and validation_data is None:
             (x, y, sample_weight), validation_data = split_validation(
                 x, y, validation_split, sample_weight
             )
-        with expected_sync():  # once per fit: the seed, and in-memory data moved to the device
+        # once per fit: the seed, the class-weight table and in-memory data moved to the device
+        with expected_sync():
+            self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
             self._data_generator.manual_seed(distributed.shared_seed(self.device))
             train = make_batches(
                 x, y, batch_size, shuffle, self.device, self.rank, self.world_size,
@@ -282,7 +283,8 @@ class Trainer:
             start_epoch, skip = self._resume.apply(resume, callbacks)
         batch_hooks = callbacks.implements_batch_hooks("train")
         self._batch_logs = callbacks.needs_batch_logs("train")
-        self._stop_each_batch = distributed.checks_stop_each_batch(callbacks, self.device)
+        with expected_sync():  # once per fit: the ranks agree on per-batch stop checks
+            self._stop_each_batch = distributed.checks_stop_each_batch(callbacks, self.device)
         epoch_logs: dict[str, Any] = {}
         with preserved_modes(self._module):
             if not self._module.training:  # else parts set to eval() (frozen) stay so
@@ -460,6 +462,7 @@ class Trainer:
     ) -> float | list[float] | dict[str, float]:
         """The loss (a float) without metrics, else ``[loss, *metrics]``, or a dict."""
         x = from_data_module(x, "test")[0]
+        check_weights_reach(self, sample_weight)
         with expected_sync():
             batches = make_batches(
                 x, y, batch_size, False, self.device, self.rank, self.world_size,
@@ -600,8 +603,9 @@ class Trainer:
     def _single_batch(
         self, x: Any, y: Any, sample_weight: Any, class_weight: Any = None
     ) -> tuple[Any, ...]:
-        self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
+        check_weights_reach(self, sample_weight, class_weight)
         with expected_sync():
+            self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
             return batch_from_arrays(x, y, sample_weight, self.device)
 
     def _batch_results(self, tracker: Any, return_dict: bool) -> Any:
