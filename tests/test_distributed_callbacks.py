@@ -68,3 +68,23 @@ def test_misuses_under_torchrun_are_named(tmp_path):
         assert any("iterates this whole DataLoader" in w for w in result["warnings"])
         assert "single-file checkpoint" in result["error"] and "strategy='ddp'" in result["error"]
         assert result["untouched"]
+
+
+def test_ranks_decide_alike_on_saves_resumes_and_running_metrics(tmp_path):
+    """Each rank sees its own batch values; under FSDP2 a save is a collective, so a choice
+    made apart would hang the group. Best-only saves every 2 batches, a best file deleted
+    before a resume (forgotten on every rank, saved again at epoch 3) and a LightningModule's
+    torchmetrics value read mid-epoch by rank 0 only all complete, alike on both ranks; an
+    output folder that cannot be written stops both ranks with rank 0's clear error."""
+    done = launch.run(SCRIPT, tmp_path, 2, "--case", "decisions", timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    first, second = _results(tmp_path)
+    assert first == second
+    assert first["resumed_best"] == "best-3.pt"
+    assert (tmp_path / "best-3.pt").is_file()
+    saved = torch.load(tmp_path / first["batch_best"], weights_only=True)
+    assert saved["0.weight"].shape == (8, 4)  # whole weights, gathered from both shards
+    assert len(first["lightning_history"]["train_acc"]) == 2
+    checkpoint_error, backup_error = first["unwritable"]
+    assert "NotADirectoryError: [Errno 20] ModelCheckpoint cannot write" in checkpoint_error
+    assert "NotADirectoryError: [Errno 20] BackupAndRestore cannot write" in backup_error

@@ -26,6 +26,7 @@ from torchcallbacks import (
     JSONLogger,
     LambdaCallback,
     ModelCheckpoint,
+    ReduceLROnPlateau,
     RemoteMonitor,
     TensorBoard,
     Trainer,
@@ -178,6 +179,25 @@ def test_callback_states_are_matched_by_type_and_unmatched_ones_named(tmp_path):
         _, history = tensor_run(tmp_path, rerun)
     assert stop.wait == reference_stop.wait == 3
     assert history.history == reference_history.history
+
+
+def test_the_interrupted_epoch_end_is_replayed_with_one_shared_logs_dict(tmp_path):
+    """The failure comes after the backup of epoch 1, in the same epoch end: on resume the
+    callbacks listed after BackupAndRestore finish that epoch end, and the "lr" that
+    ReduceLROnPlateau adds to the logs reaches the CSVLogger's row, as in an unbroken run."""
+
+    def callbacks(work, *extra):
+        plateau = ReduceLROnPlateau(monitor="val_loss", min_delta=100.0, patience=1)
+        return [BackupAndRestore(str(work / "backup")), plateau, CSVLogger(str(work / "log.csv")),
+                *extra]  # fmt: skip
+
+    tensor_run(tmp_path / "ref", callbacks(tmp_path / "ref"))
+    with pytest.raises(KeyboardInterrupt):
+        tensor_run(tmp_path, callbacks(tmp_path, Interrupt(epoch=1)))
+    tensor_run(tmp_path, callbacks(tmp_path))
+    expected = (tmp_path / "ref" / "log.csv").read_bytes()
+    assert b",NA" not in expected.split(b"\n", 1)[1]  # every row has its lr
+    assert (tmp_path / "log.csv").read_bytes() == expected
 
 
 def test_a_missing_best_file_is_forgotten_with_a_warning_and_written_again(tmp_path):
@@ -394,6 +414,26 @@ def test_checkpoint_monitor_of_unknown_direction_asks_for_a_mode(tmp_path):
 def test_bad_checkpoint_templates_fail_at_construction(template, expected):
     with pytest.raises(ValueError, match=expected):
         ModelCheckpoint(template)
+
+
+def test_a_template_may_name_any_logged_value(tmp_path):
+    """A metric object named "top-5" logs "top-5": str.format takes that name, as Keras does."""
+    checkpoint = ModelCheckpoint(str(tmp_path / "m-{epoch:02d}-{top-5:.2f}.pt"))
+
+    def top5(y_pred, y_true):
+        return torch.tensor(0.25)
+
+    top5.__name__ = "top-5"
+    trainer = Trainer(torch.nn.Linear(4, 1), "adam", "mse", metrics=[top5], device="cpu")
+    trainer.fit(torch.randn(8, 4), torch.randn(8, 1), epochs=1, callbacks=[checkpoint], verbose=0)
+    assert os.listdir(tmp_path) == ["m-01-0.25.pt"]
+
+
+def test_a_folder_that_is_no_checkpoint_is_named_as_such(tmp_path):
+    (tmp_path / "plain").mkdir()
+    trainer = Trainer(torch.nn.Linear(4, 1), "adam", "mse", device="cpu")
+    with pytest.raises(CheckpointFileError, match=r"plain'? is a directory but not a sharded"):
+        trainer.load_weights(tmp_path / "plain")
 
 
 # -- RemoteMonitor ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import contextlib
 import gc
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -208,6 +208,34 @@ def max_over_ranks(value: int, device: torch.device) -> int:
     tensor = torch.tensor([value], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor.item())
+
+
+def from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` (any picklable object) on every rank, for decisions every rank must
+    make alike: whether a checkpoint is written is a collective under sharded strategies."""
+    if not is_active():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def check_on_rank0(check: Callable[[], None]) -> None:
+    """Run ``check`` (which raises on a problem) on rank 0 only, the process that writes,
+    and raise its error on every rank: each one then stops with the same clear message
+    rather than at its next collective."""
+    if not is_active():
+        check()
+        return
+    error = None
+    if rank() == 0:
+        try:
+            check()
+        except (OSError, ValueError) as caught:
+            error = caught
+    error = from_rank0(error)
+    if error is not None:
+        raise error
 
 
 def announce(message: str) -> None:

@@ -281,16 +281,20 @@ def is_sharded_checkpoint(path: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(os.fspath(path), STATE_FILE))
 
 
+def _check_sharded(path: str) -> None:
+    if not is_sharded_checkpoint(path):
+        raise checkpoint_io.CheckpointFileError(
+            path, f"is a directory but not a sharded checkpoint (no {STATE_FILE} in it)"
+        )
+
+
 def read_full(path: str | os.PathLike) -> dict[str, Any]:
     """A full checkpoint's dict; for a DCP directory, ``state.pt`` with the directory under
     ``SHARDED_KEY`` (the module and optimizer are loaded by `load_in_place`)."""
     path = os.fspath(path)
     if not os.path.isdir(path):
         return checkpoint_io.load_file(path)
-    if not is_sharded_checkpoint(path):
-        raise ValueError(
-            f"{path!r} is a directory but not a sharded checkpoint (no {STATE_FILE} in it)."
-        )
+    _check_sharded(path)
     state = checkpoint_io.load_file(os.path.join(path, STATE_FILE))
     state[SHARDED_KEY] = path
     return state
@@ -300,6 +304,7 @@ def load_in_place(model: torch.nn.Module, optimizer: Any, path: str) -> dict[str
     """Load a DCP directory into ``model`` (sharded on any number of ranks, or plain in one
     process) and ``optimizer``; return the module's loaded ``state_dict``."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import (
         get_model_state_dict,
         get_optimizer_state_dict,
@@ -307,6 +312,7 @@ def load_in_place(model: torch.nn.Module, optimizer: Any, path: str) -> dict[str
         set_optimizer_state_dict,
     )
 
+    _check_sharded(path)
     model = checkpoint_io._plain_module(model)
     state = {"model": get_model_state_dict(model)}
     if optimizer is not None:
@@ -315,7 +321,14 @@ def load_in_place(model: torch.nn.Module, optimizer: Any, path: str) -> dict[str
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         # A plain module loads the whole checkpoint by itself, on whichever rank calls this.
         plain = not (distributed.is_active() and is_sharded(model))
-        dcp.load(state, checkpoint_id=path, no_dist=plain)
+        try:
+            dcp.load(state, checkpoint_id=path, no_dist=plain)
+        except CheckpointException as error:  # a BaseException: `except Exception` misses it
+            raise checkpoint_io.CheckpointFileError(
+                path,
+                f"cannot be loaded into {type(model).__name__} (damaged, or another "
+                f"model's checkpoint): {str(error).strip()[:300]}",
+            ) from None
     set_model_state_dict(model, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, state["optimizer"])

@@ -219,11 +219,12 @@ class ResumeState:
             return
         hook, argument, logs, callbacks = self._replay
         self._replay = None
+        logs = dict(logs)  # one dict for them all, as in a dispatch: "lr" reaches CSVLogger
         for callback in callbacks:
             if hook == "on_train_batch_end":
-                callback.on_train_batch_end(argument, logs=dict(logs))
+                callback.on_train_batch_end(argument, logs=logs)
             else:
-                getattr(callback, hook)(argument, dict(logs))
+                getattr(callback, hook)(argument, logs)
 
     def begin_epoch(self, resume: Mapping[str, Any] | None) -> None:
         """Reset the epoch accumulators, or restore them and the epoch's data order."""

@@ -117,8 +117,9 @@ class BackupAndRestore(Callback):
     # -- restore ---------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._terminating = False
-        if self.trainer.is_main_process:
-            check_output_path(self.backup_dir, "BackupAndRestore", folder=True)
+        distributed.check_on_rank0(
+            lambda: check_output_path(self.backup_dir, "BackupAndRestore", folder=True)
+        )
         try:
             # Every rank checks that all see the same backup (a shared folder).
             state = distributed_checkpoint.load_backup(

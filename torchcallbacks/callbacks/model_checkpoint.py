@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from torchcallbacks import checkpoint_io, distributed_checkpoint
+from torchcallbacks import checkpoint_io, distributed, distributed_checkpoint
 from torchcallbacks.callbacks._monitor import MonitorCallback
 from torchcallbacks.checks import check_output_template, check_path_template
 
@@ -146,15 +146,20 @@ class ModelCheckpoint(MonitorCallback):
         # Resolve `auto` now, as Keras 3 does at the first save (raising for an unknown name).
         super().on_train_begin(logs)
         self._reset()
-        if getattr(self.trainer, "is_main_process", True):
-            if "{" not in self.filepath:
-                _check_not_directory(self.filepath)
-            if not distributed_checkpoint.is_sharded_checkpoint(self.filepath):
-                check_output_template(self.filepath, "ModelCheckpoint")
+        distributed.check_on_rank0(self._check_writable)
+
+    def _check_writable(self) -> None:
+        if "{" not in self.filepath:
+            _check_not_directory(self.filepath)
+        if not distributed_checkpoint.is_sharded_checkpoint(self.filepath):
+            check_output_template(self.filepath, "ModelCheckpoint")
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.save_freq != "epoch" and self.trainer.global_train_batch % self.save_freq == 0:
-            self._save_model(self.trainer.current_epoch, batch, logs or {})
+            # Batch logs are each process's own running means: rank 0's decide on every rank
+            # whether and where to save (a collective under FSDP).
+            logs = distributed.from_rank0(dict(logs or {}))
+            self._save_model(self.trainer.current_epoch, batch, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.save_freq != "epoch":
@@ -290,35 +295,35 @@ class ModelCheckpoint(MonitorCallback):
         self.best_model_path = state["best_model_path"]
         self.kept = [list(entry) for entry in state["kept"]]
         self.epochs_since_last_save = int(state["epochs_since_last_save"])
-        if self._is_main_process:
-            self._forget_missing_files()
+        # Rank 0 looks at the files (it writes them) and every rank forgets alike: the next
+        # save decision must be the same on every rank.
+        missing = distributed.from_rank0(self._missing_files() if self._is_main_process else [])
+        if missing:
+            self._forget(missing)
 
-    def _forget_missing_files(self) -> None:
+    def _missing_files(self) -> list[str]:
+        """The recorded files (kept, and the best) that no longer exist."""
+        recorded = {entry[1] for entry in self.kept}
+        if self._monitoring and self.best_model_path is not None:
+            recorded.add(self.best_model_path)
+        return sorted(path for path in recorded if not os.path.exists(path))
+
+    def _forget(self, names: list[str]) -> None:
         """Drop recorded files that no longer exist, so that the next improvement writes a
         new best file instead of pointing at one that is gone."""
-        missing = [entry for entry in self.kept if not os.path.exists(entry[1])]
-        best_missing = (
-            self._monitoring
-            and self.best_model_path is not None
-            and not os.path.exists(self.best_model_path)
-        )
-        if not missing and not best_missing:
-            return
-        names = sorted(
-            {entry[1] for entry in missing} | ({self.best_model_path} if best_missing else set())
-        )
-        self.kept = [entry for entry in self.kept if entry not in missing]
-        if best_missing:
+        self.kept = [entry for entry in self.kept if entry[1] not in names]
+        if self.best_model_path in names:
             if self.kept:
                 self.best, self.best_model_path = self.kept[0]
             else:
                 self.best, self.best_model_path = self.initial_value_threshold, None
-        warnings.warn(
-            f"ModelCheckpoint: the saved state names {', '.join(map(repr, names))}, which "
-            f"no longer exist; they are forgotten (best is now {self.best!r}), so the next "
-            "improvement is saved again.",
-            stacklevel=2,
-        )
+        if self._is_main_process:
+            warnings.warn(
+                f"ModelCheckpoint: the saved state names {', '.join(map(repr, names))}, which "
+                f"no longer exist; they are forgotten (best is now {self.best!r}), so the next "
+                "improvement is saved again.",
+                stacklevel=3,
+            )
 
 
 def _check_not_directory(path: str) -> None:
