@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from torchcallbacks import distributed
+from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.losses import logits_alternative, loss_name, resolve_loss, warn_if_logits
 from torchcallbacks.weighting import WeightedMetrics, ratios, weighted_loss
 

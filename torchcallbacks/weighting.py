@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from torchcallbacks import losses
-from torchcallbacks.data import _to_tensor, as_weights, move_to_device
+from torchcallbacks.data.inputs import _to_tensor, as_weights, move_to_device
 
 
 class ClassWeights:
@@ -65,7 +65,7 @@ class ClassWeights:
 def class_weights_for(
     class_weight: Mapping[Any, float] | None, sample_weight: Any, device: torch.device
 ) -> ClassWeights | None:
-    """``class_weight`` for `ObjectiveSteps`; it excludes ``sample_weight``, as in Keras."""
+    """``class_weight`` for `PlainKind`; it excludes ``sample_weight``, as in Keras."""
     if class_weight is None:
         return None
     if sample_weight is not None:
