@@ -82,11 +82,32 @@ def metric_name(metric: Any) -> str:
 
 
 class StatefulMetric:
-    """Adapter over Keras-style and torchmetrics-style metric objects."""
+    """Adapter over Keras-style and torchmetrics-style metric objects.
+
+    A result that is a dict (a torchmetrics ``MetricCollection``, a metric with several
+    values) is logged one key per entry, as Keras logs a dict result. A collection is
+    updated as a whole, once per batch, so that its compute groups share one update.
+    """
 
     def __init__(self, metric: Any) -> None:
         self.metric = metric
         self.keras_style = hasattr(metric, "update_state")
+        self.prefix = ""  # the output's, for a dict result's keys
+        self.names: list[str] = []  # the log keys of its result
+
+    def name_as(self, prefix: str, name: str) -> list[str]:
+        """The log keys of its result for an output's ``prefix``: ``prefix + name``, or a
+        collection's own keys (the keys of a dict result replace them once it is computed)."""
+        self.prefix = prefix
+        self.names = list(self.members()) or [prefix + name]
+        return self.names
+
+    def members(self) -> dict[str, Any]:
+        """A ``MetricCollection``'s metrics by log key (empty for other metrics)."""
+        if not _is_collection(self.metric):
+            return {}
+        items = self.metric.items(keep_base=False, copy_state=False)
+        return {self.prefix + str(key): metric for key, metric in items}
 
     def update(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> None:
         if self.keras_style:
@@ -102,6 +123,14 @@ class StatefulMetric:
             self.metric.reset_state()
         else:
             self.metric.reset()
+
+
+def _is_collection(metric: Any) -> bool:
+    """Whether ``metric`` is a torchmetrics ``MetricCollection`` (without importing it)."""
+    return any(
+        cls.__name__ == "MetricCollection" and cls.__module__.split(".")[0] == "torchmetrics"
+        for cls in type(metric).__mro__
+    )
 
 
 def _is_stateful(metric: Any) -> bool:
@@ -145,10 +174,11 @@ class _Head:
         for metric in metrics:
             resolved = _resolve_metric(metric)
             name = prefix + metric_name(metric)
-            self.metric_names.append(name)
             if isinstance(resolved, StatefulMetric):
+                self.metric_names += resolved.name_as(prefix, metric_name(metric))
                 self.stateful.append((name, resolved))
             else:
+                self.metric_names.append(name)
                 self.sum_metrics.append(resolved)
                 self.sum_names.append(name)
         self.weighted = WeightedMetrics(prefix, [_weighted(m) for m in weighted], self.metric_names)
@@ -243,6 +273,12 @@ class Objective:
             self.stateful += head.weighted.stateful
             self.log_names += head.weighted.names
             self.ratios += head.weighted.ratios
+
+    def rename(self, expected: list[str], keys: list[str]) -> None:
+        """Log a dict result's ``keys`` where its ``expected`` keys were (at its first
+        compute: a collection's members may give several values each)."""
+        start = self.log_names.index(expected[0])
+        self.log_names[start : start + len(expected)] = keys
 
     def build(self, outputs: Any) -> None:
         """Bind per-output losses once the output structure is known (first batch)."""
@@ -389,7 +425,14 @@ class MetricTracker:
             if in_progress and not metric.keras_style:
                 continue
             result = metric.result()
-            logs[name] = float(result) if _is_scalar(result) else result
+            if isinstance(result, Mapping):  # one key per entry
+                entries = {metric.prefix + str(k): _plain(v) for k, v in result.items()}
+                if list(entries) != metric.names:
+                    self.objective.rename(metric.names or [name], list(entries))
+                    metric.names = list(entries)
+                logs.update(entries)
+            else:
+                logs[name] = _plain(result)
         return {name: logs[name] for name in self.objective.log_names if name in logs}
 
     def state_dict(self) -> dict[str, Any]:
@@ -399,6 +442,11 @@ class MetricTracker:
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
         self.sums = None if state["sums"] is None else state["sums"].to(device)
         self.count = int(state["count"])
+
+
+def _plain(result: Any) -> Any:
+    """A metric's result in the logs: a float when it is one number."""
+    return float(result) if _is_scalar(result) else result
 
 
 def _is_scalar(value: Any) -> bool:
