@@ -16,7 +16,7 @@ import torch
 
 from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.losses import logits_alternative, loss_name, resolve_loss, warn_if_logits
-from torchcallbacks.weighting import WeightedMetrics, ratios, weighted_loss
+from torchcallbacks.weighting import WeightedMetrics, loss_weights_for, ratios, weighted_loss
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -222,12 +222,29 @@ class Objective:
     Single output: ``loss`` and ``metrics`` as given. Several outputs: ``loss`` and
     ``metrics`` may be lists (per output, in order) or dicts (per output name); logs then
     carry ``loss`` (the sum), ``<name>_loss`` and ``<name>_<metric>`` as Keras does.
+    ``loss_weights`` (Keras's): the loss is the weighted sum, ``<name>_loss`` unweighted.
     """
 
-    def __init__(self, loss: Any, metrics: Any, weighted_metrics: Any = None) -> None:
+    def __init__(
+        self, loss: Any, metrics: Any, weighted_metrics: Any = None, loss_weights: Any = None
+    ) -> None:
         self.loss_spec = loss
         self.metric_spec = metrics
         self.weighted_spec = weighted_metrics
+        self.weights_spec = loss_weights
+        self.loss_weights: list[float] | None = None  # one per loss, in the losses' order
+        if loss_weights is not None:
+            if loss is None:
+                raise ValueError(
+                    "loss_weights weights the losses given in loss=, and this Trainer has no "
+                    "loss= (the module computes its own loss): weight the parts of the loss "
+                    "inside the module, or pass loss= with one loss per output."
+                )
+            several = isinstance(loss, list | tuple | dict)
+            keyed = isinstance(loss, dict)  # (a list's output names are known at build)
+            if not several or keyed:
+                names = list(loss) if keyed else None
+                self.loss_weights = loss_weights_for(loss_weights, names, keyed)
         self.ratios: list[tuple[str, str, str]] = []  # weighted metrics: (name, sums' keys)
         self.heads: list[_Head] | dict[str, _Head] | None = None
         self.names: list[str] = []  # of the summed values, in the accumulator's order
@@ -317,6 +334,8 @@ class Objective:
                 )
                 for i in range(count)
             ]
+        names = [head.prefix[:-1] for head in _values(heads)]
+        self.loss_weights = loss_weights_for(self.weights_spec, names, isinstance(spec, dict))
         self._set_heads(None, heads)
 
     def __call__(
@@ -327,6 +346,8 @@ class Objective:
         heads = self.heads
         if isinstance(heads, _Head):
             loss = heads.loss(outputs, targets, weights)
+            if self.loss_weights is not None:
+                loss = loss * self.loss_weights[0]
             values = [loss.detach()]
             for fn in heads.sum_metrics:
                 values.append(_batch_mean(fn(outputs, targets)))
@@ -335,7 +356,10 @@ class Objective:
             return loss, values
         pairs = _pairs(heads, outputs, targets)
         losses = [head.loss(y_pred, y_true, weights) for head, y_pred, y_true in pairs]
-        total = torch.stack(losses).sum() if len(losses) > 1 else losses[0]
+        if self.loss_weights is not None:  # the per-output losses are logged unweighted
+            total = sum(loss * weight for loss, weight in zip(losses, self.loss_weights))
+        else:
+            total = torch.stack(losses).sum() if len(losses) > 1 else losses[0]
         values = [total.detach()] + [loss.detach() for loss in losses]
         for head, y_pred, y_true in pairs:
             for fn in head.sum_metrics:

@@ -66,6 +66,9 @@ class Trainer(TrainerMethods):
     ``torch.compile(model)``, runs compiled as it is, while ``trainer.model``, checkpoints
     and `summary` are the original module's), ``channels_last``,
     ``weighted_metrics`` (metrics weighted by ``sample_weight``/``class_weight``, as Keras's),
+    ``loss_weights`` as in Keras 3 (a number, a list in the order of the losses, or a dict
+    keyed like the outputs: the loss trained and logged is the weighted sum of the outputs'
+    losses; the per-output losses ``<output>_loss`` are logged unweighted),
     ``ema_momentum`` (keep ``trainer.ema``, a moving average of the weights updated after each
     optimizer step and copied into the module when `fit` ends, as Keras's ``use_ema``).
 
@@ -91,6 +94,7 @@ class Trainer(TrainerMethods):
         compile: bool = False,
         channels_last: bool = False,
         weighted_metrics: Sequence[Any] | Mapping[str, Any] | None = None,
+        loss_weights: float | Sequence[float] | Mapping[str, float] | None = None,
         ema_momentum: float | None = None,
         strategy: str | None = "auto",
         distributed_timeout: float | timedelta | None = None,
@@ -119,7 +123,7 @@ class Trainer(TrainerMethods):
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = resolve_optimizer(optimizer, self.model.parameters())
-        self.objective = Objective(loss, metrics, weighted_metrics)
+        self.objective = Objective(loss, metrics, weighted_metrics, loss_weights)
         self.class_weights: ClassWeights | None = None  # of the fit or train_on_batch running
         self.precision = precision
         self._autocast_dtype = _PRECISIONS[precision]
