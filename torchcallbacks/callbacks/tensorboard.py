@@ -56,10 +56,10 @@ class TensorBoard(Callback):
 
     ``embeddings_freq`` saves every ``nn.Embedding`` for the projector, labelled by
     ``embeddings_metadata`` (one TSV file for all layers, or a dict from module name to
-    file). ``profile_batch`` (``N``, ``(start, stop)`` or
-    ``"start,stop"``, global batches from 1; 0 disables) records a ``torch.profiler`` trace
-    to ``log_dir/train/plugins/profile/batch_<stop>.<time>.pt.trace.json`` for the
-    PyTorch Profiler TensorBoard plugin (``pip install torch-tb-profiler``).
+    file). ``profile_batch`` (``N``, ``(start, stop)`` or ``"start,stop"``, global batches
+    from 1; 0 disables) records a ``torch.profiler`` trace to
+    ``log_dir/train/plugins/profile/batch_<stop>.<time>.pt.trace.json`` for the PyTorch
+    Profiler TensorBoard plugin (``pip install torch-tb-profiler``).
 
     Writers are flushed at every epoch end and closed at train end; only the main process
     writes. Requires ``tensorboard`` (``pip install "torchcallbacks[tensorboard]"``).
