@@ -39,7 +39,7 @@ from torchcallbacks.models import kind_for
 from torchcallbacks.optimizers import expose_on_module, resolve_optimizer
 from torchcallbacks.rng import set_rng_state
 from torchcallbacks.trainer_methods import TrainerMethods, results
-from torchcallbacks.utils import expected_sync, preserved_modes
+from torchcallbacks.utils import expected_sync, original_module, preserved_modes
 from torchcallbacks.weighting import ClassWeights, class_weights_for
 
 _PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -62,8 +62,13 @@ class Trainer(TrainerMethods):
     Options (keywords): ``precision`` ("32", "16-mixed", "bf16-mixed"),
     ``accumulate_grad_batches`` (step every N batches and at each epoch end),
     ``gradient_clip_norm`` / ``gradient_clip_value`` (after unscaling), ``compile``
-    (``torch.compile``, falls back to eager with a warning), ``channels_last``,
+    (``torch.compile``, falls back to eager with a warning; a module given already compiled,
+    ``torch.compile(model)``, runs compiled as it is, while ``trainer.model``, checkpoints
+    and `summary` are the original module's), ``channels_last``,
     ``weighted_metrics`` (metrics weighted by ``sample_weight``/``class_weight``, as Keras's),
+    ``loss_weights`` as in Keras 3 (a number, a list in the order of the losses, or a dict
+    keyed like the outputs: the loss trained and logged is the weighted sum of the outputs'
+    losses; the per-output losses ``<output>_loss`` are logged unweighted),
     ``ema_momentum`` (keep ``trainer.ema``, a moving average of the weights updated after each
     optimizer step and copied into the module when `fit` ends, as Keras's ``use_ema``).
 
@@ -89,6 +94,7 @@ class Trainer(TrainerMethods):
         compile: bool = False,
         channels_last: bool = False,
         weighted_metrics: Sequence[Any] | Mapping[str, Any] | None = None,
+        loss_weights: float | Sequence[float] | Mapping[str, float] | None = None,
         ema_momentum: float | None = None,
         strategy: str | None = "auto",
         distributed_timeout: float | timedelta | None = None,
@@ -105,7 +111,8 @@ class Trainer(TrainerMethods):
         distributed.check_strategy(strategy)
         timeout = distributed.as_timeout(distributed_timeout)
         inner = model.module if isinstance(model, DDP) else model
-        kind = kind_for(inner, loss)
+        original = original_module(inner)  # the module inside a torch.compile wrapper
+        kind = kind_for(original, loss)
         # `_module`: what forward passes run on (DDP or FSDP2 around the module under torchrun)
         self.model, self.device, self._module, optimizer = place(
             model, optimizer, device, strategy, timeout, kind.distributed_module,
@@ -116,7 +123,7 @@ class Trainer(TrainerMethods):
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = resolve_optimizer(optimizer, self.model.parameters())
-        self.objective = Objective(loss, metrics, weighted_metrics)
+        self.objective = Objective(loss, metrics, weighted_metrics, loss_weights)
         self.class_weights: ClassWeights | None = None  # of the fit or train_on_batch running
         self.precision = precision
         self._autocast_dtype = _PRECISIONS[precision]
@@ -129,7 +136,7 @@ class Trainer(TrainerMethods):
             None if ema_momentum is None else ExponentialMovingAverage(self.model, ema_momentum)
         )
         self.async_save = async_save
-        self._compile_requested = compile
+        self._compile_requested = compile and original is inner  # not compiled twice
         self._eager_module: torch.nn.Module | None = None  # set until compile is proven
 
         self.history: History | None = None

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from torchcallbacks.utils import require
+from torchcallbacks.utils import original_module, require
 
 FORMAT = "torchcallbacks.checkpoint"
 WEIGHTS_FORMAT = "torchcallbacks.weights"
@@ -192,8 +192,10 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
 
 
 def _plain_module(module: torch.nn.Module) -> torch.nn.Module:
+    """The user's module inside DDP's, DataParallel's and ``torch.compile``'s wrappers."""
     wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
-    return module.module if isinstance(module, wrappers) else module
+    module = original_module(module)
+    return original_module(module.module) if isinstance(module, wrappers) else module
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -295,7 +297,8 @@ def load_states(
     Errors name ``path``.
     """
     if model is not None:
-        model = (_plain_module(model[0]), model[1])
+        module = _plain_module(model[0])
+        model = (module, module_keys(module, model[1]))
         _check_fits(path, *model)
     pairs = [pair for pair in (model, optimizer, scaler) if pair is not None]
     saved = [(target, copy.deepcopy(target.state_dict())) for target, _ in pairs]
@@ -310,6 +313,20 @@ def load_states(
                 f"does not fit the {type(target).__name__} it was loaded into ({error}); "
                 "nothing was changed",
             ) from error
+
+
+def module_keys(module: torch.nn.Module, state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` with its keys named as ``module`` names them: weights saved from a
+    ``torch.compile``d module (keys with ``_orig_mod.``) fit the plain module, and weights of
+    the plain module fit one holding compiled submodules."""
+    own = module.state_dict().keys()
+    if all(key in own for key in state):
+        return state
+    plain = {key.replace("_orig_mod.", ""): key for key in own}
+    return {
+        key if key in own else plain.get(key.replace("_orig_mod.", ""), key): value
+        for key, value in state.items()
+    }
 
 
 def _check_fits(path: str | os.PathLike, module: torch.nn.Module, state: Mapping[str, Any]) -> None:

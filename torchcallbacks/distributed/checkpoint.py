@@ -400,6 +400,7 @@ def load_weights(trainer: Trainer, path: str | os.PathLike) -> None:
 
     data = checkpoint_io.load_file(path)
     weights = data["model"] if checkpoint_io.is_full_checkpoint(data) else data
+    weights = checkpoint_io.module_keys(model, weights)  # a compiled module's `_orig_mod.` keys
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
 
 

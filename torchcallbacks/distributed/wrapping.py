@@ -18,6 +18,7 @@ from torchcallbacks.distributed.process_group import (
     is_active,
     setup,
 )
+from torchcallbacks.utils import original_module
 
 
 def place(
@@ -31,22 +32,25 @@ def place(
 ) -> tuple[torch.nn.Module, torch.device, torch.nn.Module, Any]:
     """Put the trainer's ``model`` on its device: ``(module, device, running, optimizer)``.
 
-    ``module`` is the plain module (the inner one of a DDP wrapper given by the user), on
-    ``device`` (the one given, else ``cuda:LOCAL_RANK`` or CUDA when available, else the
-    CPU); ``running`` is what forward passes run on: a user's DDP wrapper as it is, else
-    `prepare`'s choice, with the optimizer to use with it. The process group is started
-    under torchrun.
+    ``module`` is the plain module (the inner one of a DDP wrapper given by the user, the
+    original one of a ``torch.compile`` wrapper), on ``device`` (the one given, else
+    ``cuda:LOCAL_RANK`` or CUDA when available, else the CPU); ``running`` is what forward
+    passes run on: a user's DDP wrapper as it is, else `prepare`'s choice (on the user's
+    compiled wrapper, when given one), with the optimizer to use with it. The process group
+    is started under torchrun.
     """
     chosen = torch.device(device) if device is not None else None
     if isinstance(model, DistributedDataParallel):  # the user's: used as it is
         chosen = chosen or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return model.module, chosen, model, optimizer
+        return original_module(model.module), chosen, model, optimizer
     chosen = setup(chosen, timeout) or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(chosen)
+    module = original_module(model)
+    module.to(chosen)
     running, optimizer = prepare(
-        model, optimizer, chosen, strategy, distributed_module, sharded_methods(model)
-    )
-    return model, chosen, running, optimizer
+        module, optimizer, chosen, strategy, distributed_module, sharded_methods(module),
+        compiled=model if model is not module else None,
+    )  # fmt: skip
+    return module, chosen, running, optimizer
 
 
 def prepare(
@@ -56,6 +60,7 @@ def prepare(
     strategy: str | None,
     distributed_module: Callable[[torch.nn.Module], torch.nn.Module] = lambda module: module,
     sharded_methods: Sequence[str] = (),
+    compiled: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, Any]:
     """The module to run forward passes on, and the optimizer to use with it.
 
@@ -64,20 +69,22 @@ def prepare(
     (what a training batch runs as its forward); ``"fsdp"``: FSDP2 (`fsdp.shard`, which also
     gathers the parameters around ``sharded_methods``, and an optimizer instance rebuilt on
     the sharded parameters); None: the module as it is. In a single process the module is
-    used as it is, whatever the strategy.
+    used as it is, whatever the strategy. ``compiled``: the user's ``torch.compile`` of
+    ``module``, which forward passes then run through (the module is sharded in place).
     """
     check_strategy(strategy)
+    forward = module if compiled is None else compiled
     if not is_active() or strategy is None or isinstance(module, DistributedDataParallel):
-        return module, optimizer
+        return forward, optimizer
     if strategy == "fsdp" or (strategy == "auto" and fsdp.is_sharded(module)):
         names = fsdp.parameter_names(module)
         fsdp.shard(module, device)
         fsdp.register_forward_methods(module, list(sharded_methods))
-        return module, fsdp.rebuild_optimizer(optimizer, names, module)
+        return forward, fsdp.rebuild_optimizer(optimizer, names, module)
     if not any(p.requires_grad for p in module.parameters()):
-        return module, optimizer
+        return forward, optimizer
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(distributed_module(module), device_ids=ids), optimizer
+    return DistributedDataParallel(distributed_module(forward), device_ids=ids), optimizer
 
 
 def evaluation_module(running: torch.nn.Module, model: torch.nn.Module) -> torch.nn.Module:
