@@ -291,8 +291,9 @@ def check_same_callbacks(callbacks: Any) -> None:
 
 
 def shared_seed(device: torch.device) -> int:
-    """A seed drawn from the global torch RNG, the same on every rank (rank 0's)."""
-    seed = torch.randint(0, 2**62, (1,))
+    """Rank 0's ``torch.initial_seed()`` on every rank (modulo 2**63). Nothing is drawn from
+    the global generator: the random numbers of a run are the same as in a hand-written loop."""
+    seed = torch.tensor([torch.initial_seed() % 2**63])
     if is_active():
         seed = seed.to(device)
         dist.broadcast(seed, src=0)
