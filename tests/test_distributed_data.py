@@ -1,6 +1,7 @@
-"""Data under torchrun (2 CPU processes, gloo): ranks seeded differently shuffle in rank 0's
-order and draw nothing from the global generator; `predict` over batches of other lengths on
-each rank returns one row per example, padded to the longest with -100. The worker is
+"""Data and weights files under torchrun (2 CPU processes, gloo): ranks seeded differently
+shuffle in rank 0's order and draw nothing from the global generator; `predict` over batches
+of other lengths on each rank returns one row per example, padded to the longest with -100;
+rank 0 alone writes ``.safetensors`` weights and ``save_pretrained`` folders. The worker is
 ``tests/ddp_scripts/data_ddp.py``."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 
 SCRIPTS = Path(__file__).parent / "ddp_scripts"
@@ -23,11 +25,16 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> list[dict]:
+def run(tmp_path_factory) -> tuple[Path, list[dict]]:
     out = tmp_path_factory.mktemp("data_ddp")
     done = launch.run(SCRIPTS / "data_ddp.py", out, 2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return [json.loads((out / f"result_rank{r}.json").read_text()) for r in (0, 1)]
+    return out, [json.loads((out / f"result_rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def results(run) -> list[dict]:
+    return run[1]
 
 
 def test_ranks_seeded_differently_shuffle_in_one_order_without_drawing(results):
@@ -55,3 +62,27 @@ def test_predict_pads_every_ranks_ragged_batches_to_the_longest(results):
         assert row[: len(own)] == own  # the rows the hand loop gave
         assert all(value == -100 for scores in row[len(own) :] for value in scores)
     assert min(len(row) for row in expected) < longest  # rank 0's batches were shorter
+
+
+def test_rank_0_alone_writes_safetensors_weights_and_save_pretrained_folders(run):
+    from safetensors.torch import load_file
+    from transformers import BertForSequenceClassification
+
+    out, results = run
+    assert sorted(p.name for p in (out / "rank1").iterdir()) == []
+    rank0 = out / "rank0"
+    assert sorted(p.name for p in (rank0 / "ckpt").iterdir()) == [
+        "01.safetensors",
+        "02.safetensors",
+    ]
+    weights = results[0]["files"]["weights"]
+    assert results[1]["files"]["weights"] == weights  # DDP keeps the replicas equal
+    for path in (rank0 / "weights.safetensors", rank0 / "ckpt" / "02.safetensors"):
+        stored = load_file(path)
+        assert [stored["weight"].item(), stored["bias"].item()] == weights
+
+    bert = BertForSequenceClassification.from_pretrained(rank0 / "bert")
+    tokens = torch.randint(1, 32, (16, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = bert(input_ids=tokens).logits
+    assert logits.tolist() == results[0]["files"]["logits"]

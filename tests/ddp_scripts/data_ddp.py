@@ -6,7 +6,9 @@
   rank 0's order on every rank (their shards interleave into one permutation), and `fit`
   draws nothing from the global generator;
 - ragged predictions: each rank's batches are padded to their own lengths, and `predict`
-  pads every rank's rows to the longest with -100.
+  pads every rank's rows to the longest with -100;
+- weights files: ``.safetensors`` weights and a BERT's ``save_pretrained`` folder, written by
+  rank 0 alone (each rank works in ``DIR/rank<r>/``).
 
 Results go to ``DIR/result_rank<r>.json``.
 """
@@ -23,7 +25,7 @@ import torch.distributed as dist
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from torchcallbacks import Trainer
+from torchcallbacks import ModelCheckpoint, Trainer
 
 SAMPLES = 20
 SEQUENCES = 7
@@ -102,16 +104,57 @@ def ragged_part() -> dict:
     }
 
 
+def tiny_bert() -> torch.nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
+    return BertForSequenceClassification(config)
+
+
+def files_part(out: str) -> dict:
+    folder = os.path.join(out, f"rank{dist.get_rank()}")
+    os.makedirs(folder)
+    os.chdir(folder)  # relative paths: what rank 1 writes shows in its own folder
+    ids = torch.arange(SAMPLES, dtype=torch.float32)[:, None]
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(1, 1)
+    trainer = Trainer(linear, "sgd", "mse", device="cpu")
+    checkpoint = ModelCheckpoint("ckpt/{epoch:02d}.safetensors", save_weights_only=True)
+    trainer.fit(ids, ids, batch_size=5, epochs=2, callbacks=[checkpoint], verbose=0)
+    trainer.save_weights("weights.safetensors")
+
+    bert = tiny_bert()
+    tokens = torch.randint(1, 32, (16, 6), generator=torch.Generator().manual_seed(0))
+    rows = [{"input_ids": row, "labels": int(row[0] < 16)} for row in tokens]
+    trainer = Trainer(bert, "adam", device="cpu")
+    pretrained = ModelCheckpoint("bert", save_weights_only=True, save_pretrained=True)
+    trainer.fit(DataLoader(rows, batch_size=4), epochs=1, callbacks=[pretrained], verbose=0)
+    bert.eval()
+    with torch.no_grad():
+        logits = bert(input_ids=tokens).logits
+    return {"weights": [p.item() for p in linear.parameters()], "logits": logits.tolist()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
     rank = int(os.environ.get("RANK", "0"))
-    result = {"shuffling": shuffling_part(), "ragged": ragged_part()}
+    out = os.path.abspath(args.out)
+    result = {"shuffling": shuffling_part(), "ragged": ragged_part(), "files": files_part(out)}
     gc.collect()  # free the DDP wrappers before the process group
     dist.destroy_process_group()
-    with open(os.path.join(os.path.abspath(args.out), f"result_rank{rank}.json"), "w") as file:
+    with open(os.path.join(out, f"result_rank{rank}.json"), "w") as file:
         json.dump(result, file)
 
 
