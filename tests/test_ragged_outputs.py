@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from conftest import bert_config
 from torch.utils.data import DataLoader
 from transformers import (
-    BertConfig,
     BertForTokenClassification,
     BertTokenizerFast,
     DataCollatorForTokenClassification,
@@ -46,15 +46,7 @@ def token_rows(count: int) -> list[dict]:
 
 def token_classifier() -> BertForTokenClassification:
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=45,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        num_labels=LABELS,
-    )
+    config = bert_config(vocab_size=45, max_position_embeddings=32, num_labels=LABELS)
     return BertForTokenClassification(config)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from conftest import OrderRecorder
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchcallbacks import Trainer, seed_everything
@@ -84,20 +85,6 @@ def test_evaluate_and_predict_leave_the_global_generator_where_it_was():
     trainer.predict(x, verbose=0)
     trainer.predict(TensorDataset(x), verbose=0)
     assert torch.equal(torch.get_rng_state(), before)
-
-
-class OrderRecorder(torch.nn.Module):
-    """A linear model that records the sample ids (its first input column) it trains on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(1, 1)
-        self.seen: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            self.seen += x[:, 0].long().tolist()
-        return self.linear(x)
 
 
 def shuffled_orders(seed: int, fits: int, dataset: bool, draw_first: bool = False) -> list:

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 import torch
+from conftest import bert_config
 from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForSequenceClassification,
-    BertConfig,
     BertForSequenceClassification,
 )
 
@@ -170,16 +170,7 @@ def test_without_safetensors_the_error_names_the_extra(tmp_path, monkeypatch):
 # -- HuggingFace save_pretrained folders -------------------------------------------------------
 def bert() -> BertForSequenceClassification:
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=32,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
-    return BertForSequenceClassification(config)
+    return BertForSequenceClassification(bert_config())
 
 
 def sentences() -> list[dict]:

@@ -19,6 +19,8 @@ import argparse
 import gc
 import json
 import os
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -27,23 +29,12 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from torchcallbacks import ModelCheckpoint, Trainer
 
+sys.path.insert(0, str(Path(__file__).parents[1]))  # the tests' shared helpers
+from conftest import OrderRecorder, bert_config  # noqa: E402
+
 SAMPLES = 20
 SEQUENCES = 7
 CLASSES = 3
-
-
-class OrderRecorder(torch.nn.Module):
-    """A linear model recording the sample ids (its first input column) it trains on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(1, 1)
-        self.seen: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            self.seen += x[:, 0].long().tolist()
-        return self.linear(x)
 
 
 def shuffling_part() -> dict:
@@ -104,22 +95,6 @@ def ragged_part() -> dict:
     }
 
 
-def tiny_bert() -> torch.nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=32,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
-    return BertForSequenceClassification(config)
-
-
 def files_part(out: str) -> dict:
     folder = os.path.join(out, f"rank{dist.get_rank()}")
     os.makedirs(folder)
@@ -132,7 +107,10 @@ def files_part(out: str) -> dict:
     trainer.fit(ids, ids, batch_size=5, epochs=2, callbacks=[checkpoint], verbose=0)
     trainer.save_weights("weights.safetensors")
 
-    bert = tiny_bert()
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    bert = BertForSequenceClassification(bert_config())
     tokens = torch.randint(1, 32, (16, 6), generator=torch.Generator().manual_seed(0))
     rows = [{"input_ids": row, "labels": int(row[0] < 16)} for row in tokens]
     trainer = Trainer(bert, "adam", device="cpu")
