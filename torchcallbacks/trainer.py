@@ -375,7 +375,12 @@ class Trainer(TrainerMethods):
         steps: int | None = None,
         callbacks: Sequence[Callback] | None = None,
     ) -> Any:
-        """Outputs of every batch concatenated on the CPU (tensors, tuples or dicts)."""
+        """Outputs of every batch concatenated on the CPU (tensors, tuples or dicts), one
+        row per example. Batches of different lengths (sequences padded per batch) are
+        padded at the end of the ragged dimensions to the longest with -100, as
+        HuggingFace's Trainer pads them (False for booleans, 0 for unsigned integers);
+        outputs whose number of dimensions differs between batches come back as a list of
+        one tensor per example."""
         x = from_data_module(x, "predict")[0]
         with expected_sync():
             batches = make_batches(
