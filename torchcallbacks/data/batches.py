@@ -140,7 +140,8 @@ def concatenate_outputs(outputs: list[Any], gather: bool, order: torch.Tensor | 
     if isinstance(first, torch.Tensor):
         local = concatenate_rows(outputs)
         if gather:
-            local = distributed.gather(local, pad_value(first.dtype))
+            dtype = local.dtype if isinstance(local, torch.Tensor) else first.dtype
+            local = distributed.gather(local, pad_value(dtype))
         if isinstance(local, list):
             local = [row.cpu() for row in local]
         else:
@@ -150,11 +151,11 @@ def concatenate_outputs(outputs: list[Any], gather: bool, order: torch.Tensor | 
         # Each sample's first row: the padding rows of the last shards repeat samples (in
         # batches of other lengths, so their padded parts may differ).
         rows = torch.arange(len(order))
-        first = rows.new_full((int(order.max()) + 1,), len(order))
-        first = first.scatter_reduce(0, order, rows, reduce="amin")
+        own_rows = rows.new_full((int(order.max()) + 1,), len(order))
+        own_rows = own_rows.scatter_reduce(0, order, rows, reduce="amin")
         if isinstance(local, list):
-            return [local[row] for row in first.tolist()]
-        return local[first]
+            return [local[row] for row in own_rows.tolist()]
+        return local[own_rows]
     if isinstance(first, Mapping):
         return {k: concatenate_outputs([o[k] for o in outputs], gather, order) for k in first}
     if isinstance(first, tuple | list):
