@@ -1,6 +1,9 @@
-"""Shared fixtures: tiny deterministic data and models."""
+"""Shared fixtures: tiny deterministic data and models (also imported by the worker scripts
+in ``ddp_scripts``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import torch
@@ -32,3 +35,33 @@ def classification_data():
 def linear_model(inputs: int = 3, outputs: int = 1) -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Linear(inputs, outputs)
+
+
+def bert_config(**changes: Any) -> Any:
+    """A tiny BERT configuration (random weights are built from it: nothing is downloaded)."""
+    from transformers import BertConfig
+
+    settings = {
+        "vocab_size": 64,
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 16,
+        "num_labels": 2,
+    }
+    return BertConfig(**{**settings, **changes})
+
+
+class OrderRecorder(torch.nn.Module):
+    """A linear model that records the sample ids (its first input column) it trains on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(1, 1)
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.seen += x[:, 0].long().tolist()
+        return self.linear(x)

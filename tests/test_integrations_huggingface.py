@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import bert_config
 from torch.utils.data import DataLoader
 from transformers import (
-    BertConfig,
     BertForSequenceClassification,
     BertModel,
     GPT2Config,
@@ -18,18 +18,6 @@ from transformers import (
 from torchcallbacks import EarlyStopping, ModelCheckpoint, Trainer, load_checkpoint
 
 SEQUENCE = 8
-
-
-def bert_config() -> BertConfig:
-    return BertConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
 
 
 def gpt2_config() -> GPT2Config:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from torchcallbacks.data.batches import PAD_VALUE
 from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.losses import logits_alternative, loss_name, resolve_loss, warn_if_logits
 from torchcallbacks.weighting import WeightedMetrics, loss_weights_for, ratios, weighted_loss
@@ -40,8 +41,14 @@ def squared_errors(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
 
 
 def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    """Keras's accuracy: threshold 0.5 for one column, argmax for several."""
-    return accuracy_values(y_pred, y_true).mean(dtype=torch.float32)
+    """Keras's accuracy: threshold 0.5 for one column, argmax for several. Class indices of
+    -100 (padding, special tokens: HuggingFace's labels) are left out, as cross-entropy
+    leaves them out."""
+    hits = accuracy_values(y_pred, y_true)
+    if y_true.is_floating_point() or y_true.shape != hits.shape:
+        return hits.mean(dtype=torch.float32)
+    kept = y_true != PAD_VALUE  # cross-entropy's ignore_index
+    return (hits & kept).sum(dtype=torch.float32) / kept.sum().clamp(min=1)
 
 
 def mae(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:

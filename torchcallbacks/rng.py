@@ -52,6 +52,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def data_order_seed(seed: int, fit_index: int) -> int:
+    """The seed of the data order of a trainer's ``fit_index``-th `fit` (0-based) in a run
+    seeded with ``seed``: reproducible, different for each fit, and taken from a generator
+    of its own (the global generator is left alone)."""
+    generator = torch.Generator().manual_seed(seed)
+    return int(torch.randint(0, 2**62, (fit_index + 1,), generator=generator)[-1])
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
     """Seed Python's ``random``, NumPy, torch (CPU and every CUDA device) with ``seed``.
 

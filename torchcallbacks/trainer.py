@@ -37,7 +37,7 @@ from torchcallbacks.evaluation import EvaluationLoop
 from torchcallbacks.metrics import Objective
 from torchcallbacks.models import kind_for
 from torchcallbacks.optimizers import expose_on_module, resolve_optimizer
-from torchcallbacks.rng import set_rng_state
+from torchcallbacks.rng import data_order_seed, set_rng_state
 from torchcallbacks.trainer_methods import TrainerMethods, results
 from torchcallbacks.utils import expected_sync, original_module, preserved_modes
 from torchcallbacks.weighting import ClassWeights, class_weights_for
@@ -155,6 +155,7 @@ class Trainer(TrainerMethods):
         self._stop_each_batch = False
         self._resume = ResumeState(self)
         self._data_generator = self._resume.data_generator
+        self._fits = 0  # each fit shuffles in an order of its own (`data_order_seed`)
         self._kind = kind(self)  # may take the optimizer from the module (Lightning)
         self._train_tracker = self._kind.tracker()
         self._evaluation = EvaluationLoop(self)  # validation, evaluate and predict
@@ -216,7 +217,9 @@ class Trainer(TrainerMethods):
         # once per fit: the seed, the class-weight table and in-memory data moved to the device
         with expected_sync():
             self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
-            self._data_generator.manual_seed(distributed.shared_seed(self.device))
+            seed = data_order_seed(distributed.shared_seed(self.device), self._fits)
+            self._data_generator.manual_seed(seed)
+            self._fits += 1
             train = make_batches(
                 x, y, batch_size, shuffle, self.device, self.rank, self.world_size,
                 self._data_generator, training=True, sample_weight=sample_weight,
@@ -379,7 +382,12 @@ class Trainer(TrainerMethods):
         steps: int | None = None,
         callbacks: Sequence[Callback] | None = None,
     ) -> Any:
-        """Outputs of every batch concatenated on the CPU (tensors, tuples or dicts)."""
+        """Outputs of every batch concatenated on the CPU (tensors, tuples or dicts), one
+        row per example. Batches of different lengths (sequences padded per batch) are
+        padded at the end of the ragged dimensions to the longest with -100, as
+        HuggingFace's Trainer pads them (False for booleans, 0 for unsigned integers);
+        outputs whose number of dimensions differs between batches come back as a list of
+        one tensor per example."""
         x = from_data_module(x, "predict")[0]
         with expected_sync():
             batches = make_batches(

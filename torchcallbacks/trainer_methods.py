@@ -93,17 +93,20 @@ class TrainerMethods:
         return text
 
     def save_weights(self: Trainer, path: str) -> None:
-        """Save the module's full ``state_dict`` (``.h5``/``.hdf5``: HDF5, else
-        ``torch.save``). Under torchrun call it on every rank: rank 0 writes."""
+        """Save the module's full ``state_dict`` (``.h5``/``.hdf5``: HDF5, ``.safetensors``:
+        safetensors, else ``torch.save``). Under torchrun call it on every rank: rank 0
+        writes."""
         distributed_checkpoint.save_weights(self, path)
 
     def load_weights(self: Trainer, path: str) -> None:
-        """Load weights saved by `save_weights`, `save` or ModelCheckpoint into the module."""
+        """Load weights saved by `save_weights`, `save` or ModelCheckpoint (any format, a
+        ``.safetensors`` file too) into the module."""
         distributed_checkpoint.load_weights(self, path)
 
     def save(self: Trainer, path: str) -> None:
         """Save a full checkpoint: module, optimizer, epoch, callbacks' state, RNG (a
-        directory of shards under ``strategy="fsdp"``; call it on every rank)."""
+        directory of shards under ``strategy="fsdp"``; call it on every rank). ``.pt`` or
+        ``.h5``: a ``.safetensors`` path raises a ``ValueError`` (it holds weights only)."""
         distributed_checkpoint.save_full(self, path)
         distributed_checkpoint.finish_saves()
 

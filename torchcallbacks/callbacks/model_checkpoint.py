@@ -12,7 +12,7 @@ import numpy as np
 
 from torchcallbacks.callbacks._monitor import MonitorCallback
 from torchcallbacks.checkpoints import files as checkpoint_io
-from torchcallbacks.checks import check_output_template, check_path_template
+from torchcallbacks.checks import check_output_path, check_output_template, check_path_template
 from torchcallbacks.distributed import checkpoint as distributed_checkpoint
 from torchcallbacks.distributed import process_group as distributed
 
@@ -37,6 +37,7 @@ class ModelCheckpoint(MonitorCallback):
     for batch saves, ``batch`` (1-based); a placeholder missing from them raises a
     ``KeyError`` naming it and the available keys. Parent folders are made as needed. The
     format follows the extension: ``.h5``/``.hdf5`` is HDF5 (``torchcallbacks[h5]``),
+    ``.safetensors`` the safetensors format, for weights only (``torchcallbacks[safetensors]``),
     anything else ``torch.save`` (see ``docs/checkpoint_format.md``). Files are written
     atomically, and only by the main process.
 
@@ -62,6 +63,12 @@ class ModelCheckpoint(MonitorCallback):
         save_top_k: beyond Keras: keep only the ``save_top_k`` best files by ``monitor``
             (each new file that ranks among them is written, the one that drops out is
             deleted). ``None`` keeps every file.
+        save_pretrained: beyond Keras: for a HuggingFace model (a ``transformers``
+            ``PreTrainedModel``, or any module with ``save_pretrained``), ``filepath`` names a
+            folder, written by ``model.save_pretrained`` (its config and
+            ``model.safetensors``) and loaded back with ``from_pretrained(folder)``. Needs
+            ``save_weights_only=True`` (the folder holds no optimizer or resume state) and a
+            path without a file extension, e.g. ``"ckpt/epoch-{epoch:02d}"``.
 
     The template is checked when the callback is made (placeholders must be names with a
     format that suits their value: ``{epoch:02d}``, ``{val_loss:.2f}``), and its folder at
@@ -92,6 +99,7 @@ class ModelCheckpoint(MonitorCallback):
         initial_value_threshold: float | None = None,
         period: int | None = None,
         save_top_k: int | None = None,
+        save_pretrained: bool = False,
     ) -> None:
         super().__init__(monitor, mode=mode)
         if save_freq != "epoch" and not _is_positive_int(save_freq):
@@ -115,8 +123,15 @@ class ModelCheckpoint(MonitorCallback):
             )
         self.filepath = os.fspath(filepath)
         check_path_template(self.filepath)
-        if checkpoint_io.is_hdf5_path(self.filepath):
+        if save_pretrained:
+            _check_pretrained_arguments(self.filepath, save_weights_only)
+        elif checkpoint_io.is_hdf5_path(self.filepath):
             checkpoint_io.require_h5py()
+        elif checkpoint_io.is_safetensors_path(self.filepath):
+            if not save_weights_only:
+                checkpoint_io.check_full_checkpoint_path(self.filepath)
+            checkpoint_io.require_safetensors()
+        self.save_pretrained = save_pretrained
         self.verbose = verbose
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only
@@ -148,9 +163,20 @@ class ModelCheckpoint(MonitorCallback):
         # Resolve `auto` now, as Keras 3 does at the first save (raising for an unknown name).
         super().on_train_begin(logs)
         self._reset()
+        model = getattr(self.trainer, "model", None)
+        if self.save_pretrained and not callable(getattr(model, "save_pretrained", None)):
+            raise TypeError(
+                "ModelCheckpoint(save_pretrained=True) needs a HuggingFace model (a "
+                f"transformers PreTrainedModel); {type(model).__name__} has no "
+                "save_pretrained method. Save its weights to a .safetensors or .pt path."
+            )
         distributed.check_on_rank0(self._check_writable)
 
     def _check_writable(self) -> None:
+        if self.save_pretrained:
+            folder = os.path.dirname(self.filepath.split("{", 1)[0]) or "."
+            check_output_path(folder, "ModelCheckpoint", folder=True)
+            return
         if "{" not in self.filepath:
             _check_not_directory(self.filepath)
         if not distributed_checkpoint.is_sharded_checkpoint(self.filepath):
@@ -176,7 +202,10 @@ class ModelCheckpoint(MonitorCallback):
     # -- saving ----------------------------------------------------------------------------
     def _save_model(self, epoch: int, batch: int | None, logs: Mapping[str, Any]) -> None:
         path = self._get_file_path(epoch, batch, logs)
-        _check_not_directory(path)
+        if self.save_pretrained:
+            _check_not_file(path)
+        else:
+            _check_not_directory(path)
         prefix = f"\nEpoch {epoch + 1}: "
         dropped: list[str] = []
         if not self._monitoring:
@@ -203,7 +232,7 @@ class ModelCheckpoint(MonitorCallback):
         self._write(path, epoch, logs)
         for old in dropped:  # only once the new file is there
             if self._is_main_process and os.path.exists(old):
-                os.remove(old)
+                distributed_checkpoint.remove(old)  # a file, or a folder
         self._print(f"{prefix}finished saving model to {path}")
 
     def _rank(self, current: float, path: str, prefix: str) -> list[str] | None:
@@ -268,7 +297,9 @@ class ModelCheckpoint(MonitorCallback):
         """Weights, or a full checkpoint whose callbacks listed after this one finish this
         epoch (or batch) end when ``fit(resume_from=path)`` resumes from it."""
         # On every rank (rank 0 writes; sharded modules gather or write their shards).
-        if self.save_weights_only:
+        if self.save_pretrained:
+            distributed_checkpoint.save_pretrained(self.trainer, path)
+        elif self.save_weights_only:
             distributed_checkpoint.save_weights(self.trainer, path)
         else:
             distributed_checkpoint.save_full(
@@ -334,6 +365,32 @@ def _check_not_directory(path: str) -> None:
         raise OSError(
             "Please specify a non-directory filepath for ModelCheckpoint. "
             f"Filepath used is an existing directory: {path}"
+        )
+
+
+# Extensions of checkpoint files: a save_pretrained path names a folder, not one of them.
+_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", *checkpoint_io.HDF5_SUFFIXES)
+
+
+def _check_pretrained_arguments(filepath: str, save_weights_only: bool) -> None:
+    if not save_weights_only:
+        raise ValueError(
+            "ModelCheckpoint(save_pretrained=True) writes the model's save_pretrained folder "
+            "(its config and weights), never a full checkpoint: pass save_weights_only=True "
+            "too. To resume training later, add a second ModelCheckpoint with a .pt path."
+        )
+    if filepath.lower().endswith(_FILE_SUFFIXES):
+        raise ValueError(
+            f"ModelCheckpoint(save_pretrained=True) writes a folder, but {filepath!r} ends "
+            "like a file name: drop the extension, e.g. 'ckpt/epoch-{epoch:02d}'."
+        )
+
+
+def _check_not_file(path: str) -> None:
+    if os.path.isfile(path):
+        raise FileExistsError(
+            f"ModelCheckpoint(save_pretrained=True) writes the folder {path!r}, but a file "
+            "has that name. Choose another filepath, or move the file away."
         )
 
 

@@ -1,15 +1,17 @@
-"""Checkpoint files: safe loading, atomic writes, ``.pt`` and HDF5 formats.
+"""Checkpoint files: safe loading, atomic writes, ``.pt``, HDF5 and safetensors formats.
 
-Two kinds of file, each in two formats chosen by the extension (``.h5``/``.hdf5`` is HDF5
-written with h5py, anything else `torch.save`):
+Two kinds of file, in formats chosen by the extension (``.h5``/``.hdf5`` is HDF5 written
+with h5py, ``.safetensors`` the safetensors format, anything else `torch.save`):
 
-- *weights*: exactly the module's ``state_dict`` (`save_weights`);
+- *weights*: exactly the module's ``state_dict`` (`save_weights`), in any of the three;
 - *full checkpoints*: the dict of `Trainer.checkpoint_state` (`save_checkpoint`): module,
   optimizer, epoch, callback states, RNG states and the exact-resume state, all tensors and
-  plain containers.
+  plain containers. A safetensors file holds named tensors only, so full checkpoints are
+  ``.pt`` or HDF5 files (a ``.safetensors`` path for one raises a ``ValueError``).
 
 Loading never unpickles arbitrary objects: ``.pt`` files go through
-``torch.load(weights_only=True)`` and HDF5 files hold only datasets and JSON attributes.
+``torch.load(weights_only=True)``, HDF5 files hold only datasets and JSON attributes, and
+safetensors files only a JSON header and the tensors' bytes.
 Every write goes to a temporary file in the target's folder, is flushed to disk and then
 renamed over the target, so a crash never leaves a truncated file under the final name.
 The HDF5 layout is documented in ``docs/checkpoint_format.md``.
@@ -37,6 +39,7 @@ from torchcallbacks.utils import original_module, require
 FORMAT = "torchcallbacks.checkpoint"
 WEIGHTS_FORMAT = "torchcallbacks.weights"
 HDF5_SUFFIXES = (".h5", ".hdf5")
+SAFETENSORS_SUFFIX = ".safetensors"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
 # HDF5 names of the top-level entries of a full checkpoint that differ from the dict keys.
@@ -164,8 +167,25 @@ def is_hdf5_path(path: str | os.PathLike) -> bool:
     return os.fspath(path).lower().endswith(HDF5_SUFFIXES)
 
 
+def is_safetensors_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a safetensors file (``.safetensors``)."""
+    return os.fspath(path).lower().endswith(SAFETENSORS_SUFFIX)
+
+
+def check_full_checkpoint_path(path: str | os.PathLike) -> None:
+    """Raise a ``ValueError`` when ``path`` cannot hold a full checkpoint (``.safetensors``)."""
+    if is_safetensors_path(path):
+        raise ValueError(
+            f"{os.fspath(path)!r}: a .safetensors file holds weights only (named tensors), "
+            "not the optimizer, callback and resume state of a full checkpoint. Save the "
+            "weights there (save_weights, or ModelCheckpoint(..., save_weights_only=True)), "
+            "or give a full checkpoint a .pt or .h5 path."
+        )
+
+
 def save_weights(module: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Write ``module.state_dict()`` to ``path`` atomically (HDF5 for ``.h5``/``.hdf5``)."""
+    """Write ``module.state_dict()`` to ``path`` atomically (HDF5 for ``.h5``/``.hdf5``,
+    safetensors for ``.safetensors``)."""
     save_state_dict(_plain_module(module).state_dict(), path)
 
 
@@ -173,6 +193,8 @@ def save_state_dict(weights: Mapping[str, Any], path: str | os.PathLike) -> None
     """Write a module's ``state_dict`` as `save_weights` does."""
     if is_hdf5_path(path):
         _save_h5(path, {"model": weights}, WEIGHTS_FORMAT)
+    elif is_safetensors_path(path):
+        _save_safetensors(path, weights)
     else:
         write_atomically(path, lambda file: torch.save(weights, file))
 
@@ -184,6 +206,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     that the file loads with ``torch.load(weights_only=True)``; anything else raises a
     ``TypeError`` naming where it is before a byte is written.
     """
+    check_full_checkpoint_path(path)
     _check_plain(state, "state")
     if is_hdf5_path(path):
         _save_h5(path, state, str(state.get("format", FORMAT)))
@@ -229,7 +252,7 @@ def is_full_checkpoint(data: Any) -> bool:
 
 
 def load_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a weights or full-checkpoint file of either format, never running code from it.
+    """Read a weights or full-checkpoint file of any format, never running code from it.
 
     Returns the ``state_dict`` for a weights file and the checkpoint dict for a full one.
     A ``.pt`` file holding pickled objects other than tensors and plain containers raises
@@ -243,6 +266,8 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointFileError(
             path, "is empty (0 bytes): a write to it never finished, or it was emptied"
         )
+    if is_safetensors_path(path) or _is_safetensors(head):
+        return _load_safetensors(path, head)
     if head.startswith(_HDF5_MAGIC):
         try:
             return _load_h5(path)
@@ -353,6 +378,57 @@ def _check_fits(path: str | os.PathLike, module: torch.nn.Module, state: Mapping
             f"does not match {type(module).__name__}: {', '.join(parts)}. Was it saved from "
             "another architecture? The model was left unchanged",
         )
+
+
+# -- safetensors -----------------------------------------------------------------------------
+def require_safetensors() -> Any:
+    """``safetensors.torch``, or an ImportError naming ``torchcallbacks[safetensors]``."""
+    require("safetensors", "safetensors", feature="safetensors weights files (.safetensors)")
+    import safetensors.torch
+
+    return safetensors.torch
+
+
+def _save_safetensors(path: str | os.PathLike, weights: Mapping[str, Any]) -> None:
+    safetensors_torch = require_safetensors()
+    tensors: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for key, value in weights.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"cannot write {os.fspath(path)!r}: a .safetensors file holds tensors only, and "
+                f"the state_dict entry {key!r} is a {type(value).__name__}. Save to a .pt path."
+            )
+        value = value.detach().cpu()
+        storage = value.untyped_storage().data_ptr()
+        if storage in storages:  # tied weights: safetensors refuses tensors that share memory
+            value = value.clone()
+        storages.add(storage)
+        tensors[key] = value.contiguous()
+    data = safetensors_torch.save(tensors, metadata={"format": "pt"})
+    write_atomically(path, lambda file: file.write(data))
+
+
+def _is_safetensors(head: bytes) -> bool:
+    """Whether ``head`` starts like a safetensors file: the header's length (8 bytes, little
+    endian), then the JSON header."""
+    return len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
+
+
+def _load_safetensors(path: str, head: bytes) -> dict[str, Any]:
+    safetensors_torch = require_safetensors()
+    from safetensors import SafetensorError
+
+    if not _is_safetensors(head):
+        raise CheckpointFileError(
+            path, f"is not a safetensors file (it starts with {head[:8]!r}, not a header)"
+        )
+    try:
+        return dict(safetensors_torch.load_file(path, device="cpu"))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointFileError(
+            path, f"is a truncated or damaged safetensors file ({error})"
+        ) from error
 
 
 # -- HDF5 ------------------------------------------------------------------------------------

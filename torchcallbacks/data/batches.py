@@ -7,6 +7,7 @@ Batches are ``(inputs, targets)``, ``(inputs, targets, sample_weight)`` or a dic
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -94,22 +95,67 @@ def cast_floating(inputs: Any, dtype: torch.dtype | None) -> Any:
     return inputs
 
 
+# The value of padded positions in outputs put together from batches of different lengths:
+# HuggingFace's Trainer pads predictions and labels with it, and it is the ``ignore_index``
+# of torch's cross-entropy (the built-in accuracy leaves such labels out too).
+PAD_VALUE = -100
+
+
+def pad_value(dtype: torch.dtype) -> bool | int:
+    """`PAD_VALUE` in ``dtype``: False for booleans, 0 for unsigned integers."""
+    if dtype == torch.bool:
+        return False
+    if not dtype.is_floating_point and not dtype.is_complex and not dtype.is_signed:
+        return 0
+    return PAD_VALUE
+
+
+def concatenate_rows(tensors: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """The batches' rows in one tensor. Batches of different lengths along the dimensions
+    after the first (sequence lengths padded per batch) are padded at the end of those
+    dimensions to the longest, with `pad_value`. Batches whose outputs differ in their
+    number of dimensions cannot be lined up: their rows come back as a list."""
+    if len({t.shape[1:] for t in tensors}) == 1 and tensors[0].ndim:
+        return torch.cat(tensors)
+    if len({t.ndim for t in tensors}) != 1 or not tensors[0].ndim:
+        return [row for t in tensors for row in (t.unbind(0) if t.ndim else [t])]
+    dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
+    shape = [sum(len(t) for t in tensors)]
+    shape += [max(t.shape[dim] for t in tensors) for dim in range(1, tensors[0].ndim)]
+    rows = tensors[0].new_full(shape, pad_value(dtype), dtype=dtype)
+    start = 0
+    for t in tensors:
+        rows[(slice(start, start + len(t)), *(slice(0, size) for size in t.shape[1:]))] = t
+        start += len(t)
+    return rows
+
+
 def concatenate_outputs(outputs: list[Any], gather: bool, order: torch.Tensor | None = None) -> Any:
-    """Concatenate per-batch outputs on the CPU; with ``gather``, add every rank's rows and,
-    when ``order`` gives each row's sample index, put them back in input order."""
+    """Concatenate per-batch outputs on the CPU (`concatenate_rows`: ragged batches are
+    padded with `PAD_VALUE`); with ``gather``, add every rank's rows and, when ``order``
+    gives each row's sample index, put them back in input order."""
     if not outputs:
         return torch.empty(0)
     first = outputs[0]
     if isinstance(first, torch.Tensor):
-        local = torch.cat(outputs)
-        if not gather:
-            return local.cpu()
-        gathered = distributed.gather(local).cpu()
-        if order is None or len(order) != len(gathered):
-            return gathered
-        in_order = gathered.new_empty((int(order.max()) + 1, *gathered.shape[1:]))
-        in_order[order] = gathered  # padding rows repeat samples and write the same values
-        return in_order
+        local = concatenate_rows(outputs)
+        if gather:
+            dtype = local.dtype if isinstance(local, torch.Tensor) else first.dtype
+            local = distributed.gather(local, pad_value(dtype))
+        if isinstance(local, list):
+            local = [row.cpu() for row in local]
+        else:
+            local = local.cpu()
+        if order is None or len(order) != len(local):
+            return local
+        # Each sample's first row: the padding rows of the last shards repeat samples (in
+        # batches of other lengths, so their padded parts may differ).
+        rows = torch.arange(len(order))
+        own_rows = rows.new_full((int(order.max()) + 1,), len(order))
+        own_rows = own_rows.scatter_reduce(0, order, rows, reduce="amin")
+        if isinstance(local, list):
+            return [local[row] for row in own_rows.tolist()]
+        return local[own_rows]
     if isinstance(first, Mapping):
         return {k: concatenate_outputs([o[k] for o in outputs], gather, order) for k in first}
     if isinstance(first, tuple | list):

@@ -281,12 +281,20 @@ class ShardSampler(Sampler[int]):
 
 
 class LoaderBatches:
-    """Batches from a DataLoader or any iterable of batches, moved to the device."""
+    """Batches from a DataLoader or any iterable of batches, moved to the device.
 
-    def __init__(self, loader: Iterable[Any], device: torch.device) -> None:
+    ``seeds_sampler``: the loader's DistributedSampler is the trainer's own, seeded each
+    epoch from the data generator's seed (restored with it on resume).
+    """
+
+    def __init__(
+        self, loader: Iterable[Any], device: torch.device, seeds_sampler: bool = False
+    ) -> None:
         self.loader = loader
         self.device = device
-        self.reiterable = iter(loader) is not loader
+        self.seeds_sampler = seeds_sampler
+        # Not iter(loader) for a DataLoader: it draws a seed (and starts the workers).
+        self.reiterable = isinstance(loader, DataLoader) or iter(loader) is not loader
         self._iterator: Iterator[Any] | None = None
 
     def __len__(self) -> int:
@@ -330,6 +338,8 @@ class LoaderBatches:
         """
         sampler = getattr(self.loader, "sampler", None)
         if isinstance(sampler, DistributedSampler):
+            if self.seeds_sampler:
+                sampler.seed = generator.initial_seed()
             sampler.set_epoch(epoch)
         if self.reiterable:
             iterator = iter(self.loader)
@@ -402,10 +412,12 @@ def make_batches(
             batch_size=batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
-            generator=generator if sampler is None and shuffle else None,
+            # A DataLoader draws a seed from its generator at every pass (and its shuffling
+            # sampler another): without one of its own, from torch's global generator.
+            generator=torch.Generator() if generator is None else generator,
             pin_memory=device.type == "cuda",
         )
-        return LoaderBatches(loader, device)
+        return LoaderBatches(loader, device, seeds_sampler=isinstance(sampler, DistributedSampler))
     if isinstance(x, Iterable):
         return LoaderBatches(x, device)
     raise TypeError(

@@ -137,25 +137,49 @@ def _empty_tracker(ranks: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- saving -------------------------------------------------------------------------------------
+def _full_weights(model: torch.nn.Module) -> dict[str, Any] | None:
+    """A sharded module's full ``state_dict``, gathered from its shards and offloaded to the
+    CPU (a collective: call it on every rank); None for a module that is not sharded."""
+    if not (distributed.is_active() and is_sharded(model)):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
+
+
 def save_weights(trainer: Trainer, path: str | os.PathLike) -> None:
     """The full ``state_dict`` to ``path``, written by rank 0 (call it on every rank: a
     sharded module's shards are gathered first, offloaded to the CPU)."""
     model = trainer.model
-    if distributed.is_active() and is_sharded(model):
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-        )
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        weights = get_model_state_dict(model, options=options)
-    else:
-        weights = None
+    weights = _full_weights(model)
     if trainer.is_main_process:
         if weights is None:
             checkpoint_io.save_weights(model, path)
         else:
             checkpoint_io.save_state_dict(weights, path)
+
+
+def save_pretrained(trainer: Trainer, path: str | os.PathLike) -> None:
+    """The module's ``save_pretrained`` folder (a HuggingFace model: its config and
+    ``model.safetensors``) at ``path``, written by rank 0 (call it on every rank). It is
+    written into ``path.partial`` and then moved into place, so a crash never leaves a
+    half-written folder at ``path``."""
+    path = os.fspath(path)
+    weights = _full_weights(trainer.model)
+    if not trainer.is_main_process:
+        return
+    partial = f"{path}.partial"
+    _remove_path(partial)
+    try:
+        if weights is None:
+            trainer.model.save_pretrained(partial)
+        else:
+            trainer.model.save_pretrained(partial, state_dict=weights)
+    except BaseException:
+        _remove_path(partial)
+        raise
+    _move_into_place(partial, path)
 
 
 def save_full(
@@ -169,6 +193,7 @@ def save_full(
     or, for a sharded module, a DCP directory written by every rank. ``saved_by``: the
     callback saving from its own hook (see `Trainer.checkpoint_state`)."""
     path = os.fspath(path)
+    checkpoint_io.check_full_checkpoint_path(path)  # on every rank, before any collective
     ranks = _gather_local_states(trainer)
     if distributed.is_active() and is_sharded(trainer.model):
         _save_sharded(trainer, path, epoch, logs, ranks, saved_by)
@@ -239,6 +264,11 @@ def _swap_in(partial: str, path: str, state: dict[str, Any] | None) -> None:
     if state is None:
         return
     checkpoint_io.save_checkpoint(os.path.join(partial, STATE_FILE), state)
+    _move_into_place(partial, path)
+
+
+def _move_into_place(partial: str, path: str) -> None:
+    """Rename the written directory ``partial`` to ``path``, replacing what ``path`` held."""
     old = f"{path}.old"
     _remove_path(old)
     if os.path.exists(path):  # a directory of an earlier save, or a single-file checkpoint
@@ -284,8 +314,14 @@ def is_sharded_checkpoint(path: str | os.PathLike) -> bool:
 
 def _check_sharded(path: str) -> None:
     if not is_sharded_checkpoint(path):
+        hint = ""
+        if os.path.isfile(os.path.join(path, "config.json")):
+            hint = (
+                ": it looks like a save_pretrained folder, which the model class's "
+                "from_pretrained(path) loads"
+            )
         raise checkpoint_io.CheckpointFileError(
-            path, f"is a directory but not a sharded checkpoint (no {STATE_FILE} in it)"
+            path, f"is a directory but not a sharded checkpoint (no {STATE_FILE} in it){hint}"
         )
 
 

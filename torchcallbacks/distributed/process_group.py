@@ -291,24 +291,38 @@ def check_same_callbacks(callbacks: Any) -> None:
 
 
 def shared_seed(device: torch.device) -> int:
-    """A seed drawn from the global torch RNG, the same on every rank (rank 0's)."""
-    seed = torch.randint(0, 2**62, (1,))
+    """Rank 0's ``torch.initial_seed()`` on every rank (modulo 2**63). Nothing is drawn from
+    the global generator: the random numbers of a run are the same as in a hand-written loop."""
+    seed = torch.tensor([torch.initial_seed() % 2**63])
     if is_active():
         seed = seed.to(device)
         dist.broadcast(seed, src=0)
     return int(seed.item())
 
 
-def gather(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate a per-rank tensor along dim 0 (ranks may hold different lengths)."""
+def gather(
+    local: torch.Tensor | list[torch.Tensor], pad_value: float = 0
+) -> torch.Tensor | list[torch.Tensor]:
+    """Every rank's rows, rank after rank: ``local`` is a tensor (its rows along dim 0) or a
+    list of rows. Ranks may hold different lengths along every dimension: the tensors are
+    padded at the end of each dimension after the first with ``pad_value``. When the ranks'
+    tensors differ in their number of dimensions (or one holds a list), the rows come back
+    as a list of CPU tensors."""
     if not is_active():
-        return tensor
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
-    sizes = [torch.zeros_like(size) for _ in range(world_size())]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
-    parts = [torch.zeros_like(padded) for _ in sizes]
+        return local
+    shape = tuple(local.shape) if isinstance(local, torch.Tensor) and local.ndim else None
+    shapes: list[Any] = [None] * world_size()
+    dist.all_gather_object(shapes, shape)  # small objects, once per output of a predict
+    if shape is None or any(s is None or len(s) != len(shape) for s in shapes):
+        if isinstance(local, torch.Tensor):
+            local = list(local.unbind(0)) if local.ndim else [local]
+        rows = [row.cpu() for row in local]
+        everyone: list[Any] = [None] * world_size()
+        dist.all_gather_object(everyone, rows)
+        return [row for part in everyone for row in part]
+    longest = [max(sizes) for sizes in zip(*shapes)]
+    padded = local.new_full(longest, pad_value)
+    padded[tuple(slice(0, size) for size in shape)] = local
+    parts = [torch.empty_like(padded) for _ in shapes]
     dist.all_gather(parts, padded)
-    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+    return torch.cat([part[: size[0]] for part, size in zip(parts, shapes)])
