@@ -24,20 +24,16 @@ import os
 import signal
 import sys
 
-import torch
+import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (imported once, not per child)
+from kill_campaign import seeded_run  # sets one thread before any op: the children fork
+from mlflow.tracking import MlflowClient
 
-torch.set_num_threads(1)  # before any op: the forked children then never use a thread pool
-
-import mlflow.store.tracking.sqlalchemy_store  # noqa: E402, F401  (imported once, not per child)
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from torchcallbacks import BackupAndRestore, LambdaCallback, Trainer, seed_everything  # noqa: E402
-from torchcallbacks.integrations import MLflowLogger  # noqa: E402
+from torchcallbacks import BackupAndRestore, LambdaCallback
+from torchcallbacks.integrations import MLflowLogger
 
 EPOCHS = 3
 KILLS = ["backup@6", "log@batch_loss:6", "log@loss:1", "batch@11"]
 ORDERS = ["logger_first", "backup_first"]
-torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # its lazy imports, once
 
 
 def train(work: str, uri: str, experiment: str, order: str, kill: str | None) -> None:
@@ -69,13 +65,7 @@ def train(work: str, uri: str, experiment: str, order: str, kill: str | None) ->
         if kind == "batch" and trainer.global_train_batch == int(at):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    generator = seed_everything(0)
-    x = torch.randn(20, 6, generator=generator)
-    y = (x[:, :2].sum(1, keepdim=True) > 0).float()
-    model = torch.nn.Sequential(
-        torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(8, 1)
-    )
-    trainer = Trainer(model, optimizer="adam", loss="mse", metrics=["mae"], device="cpu")
+    trainer, x, y = seeded_run(20)
     logger = MLflowLogger(
         experiment_name=experiment, tracking_uri=uri, log_every_n_steps=2, params={"seed": 0}
     )
