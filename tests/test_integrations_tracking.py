@@ -346,14 +346,16 @@ def test_a_missing_monitor_is_named_and_a_pruned_trial_stops_the_fit():
 
 def test_under_torchrun_rank_0_alone_logs_and_every_rank_stops_when_pruned(store, tmp_path):
     """tests/ddp_scripts/tracking_ddp.py: an MLflowLogger given to rank 0 only, then one on
-    both ranks with an OptunaPruning whose trial (on rank 0) the MedianPruner prunes."""
+    both ranks with an OptunaPruning whose trial (on rank 0) the MedianPruner prunes; and
+    log_model refused for an FSDP-sharded module."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     script = TESTS / "ddp_scripts" / "tracking_ddp.py"
     done = launch.run(script, tmp_path, 2, "--uri", store, "--storage", storage, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     for rank in (0, 1):
         result = json.loads((tmp_path / f"result_rank{rank}.json").read_text())
-        assert result == {"epochs": [0, 1], "pruned": "Trial was pruned at epoch 1."}
+        assert result["epochs"] == [0, 1] and result["pruned"] == "Trial was pruned at epoch 1."
+        assert "cannot log an FSDP-sharded module" in result["fsdp_log_model"]
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
     first, pruned = sorted(runs, key=lambda run: run.info.start_time)

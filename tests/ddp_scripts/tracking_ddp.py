@@ -8,6 +8,7 @@
 2. ``fit`` with an MLflowLogger and an OptunaPruning on every rank: rank 0 holds a trial of a
    study whose two earlier trials reported 0.0 at every epoch, so the MedianPruner prunes it
    at epoch 1 (after one warm-up epoch); the other rank has no trial and must stop too.
+3. ``fit`` of an FSDP-sharded module with ``MLflowLogger(log_model=True)``: refused.
 
 Each rank writes ``DIR/result_rank<r>.json``.
 """
@@ -65,6 +66,11 @@ def main() -> None:
         result["pruned"] = str(error)
         if rank == 0:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    sharded = Trainer(torch.nn.Linear(3, 1), optimizer="sgd", loss="mse", strategy="fsdp")
+    try:  # rank 0 does not hold an FSDP module's weights: refused on every rank, at once
+        sharded.fit(x, y, verbose=0, callbacks=[MLflowLogger("ddp", args.uri, log_model=True)])
+    except ValueError as error:
+        result["fsdp_log_model"] = str(error)
     with open(os.path.join(args.out, f"result_rank{rank}.json"), "w") as file:
         json.dump(result, file)
     dist.barrier()
