@@ -48,9 +48,9 @@ def store(tmp_path, empty_store, monkeypatch) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _mlflow_globals():
+def _mlflow_globals(monkeypatch):
     """MLflow's process-wide tracking URI and experiment unset, before and after each test
-    (the documentation's examples set them)."""
+    (the documentation's examples set them, and set_experiment exports them)."""
 
     def reset():
         while mlflow.active_run() is not None:
@@ -59,6 +59,8 @@ def _mlflow_globals():
         mlflow.tracking.fluent._active_experiment_id = None
 
     reset()
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
     yield
     reset()
 
