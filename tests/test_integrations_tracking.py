@@ -155,6 +155,27 @@ def test_the_active_run_or_a_given_run_is_joined_and_keeps_its_first_params(stor
     assert len(client.search_runs([experiment_id])) == 2
 
 
+def test_resume_from_a_full_checkpoint_continues_its_run(store, tmp_path):
+    trainer, x, y = small_fit()
+    tracker = MLflowLogger("resume", tracking_uri=store)
+    every_epoch = ModelCheckpoint(tmp_path / "last.pt")  # full checkpoints
+    trainer.fit(x, y, epochs=2, validation_split=0.2, verbose=0, callbacks=[tracker, every_epoch])
+    first_run = tracker.run_id
+    trainer, x, y = small_fit()
+    tracker = MLflowLogger("resume", tracking_uri=store)
+    with pytest.warns(UserWarning, match=r"epochs='2' \(this fit: '4'\)"):  # trained on
+        history = trainer.fit(
+            x, y, epochs=4, validation_split=0.2, verbose=0,
+            resume_from=str(tmp_path / "last.pt"),
+            callbacks=[tracker, ModelCheckpoint(tmp_path / "last.pt")],
+        )  # fmt: skip
+    assert tracker.run_id == first_run and history.epoch == [0, 1, 2, 3]  # History resumed too
+    client = MlflowClient(store)
+    for key, values in history.history.items():
+        assert steps_and_values(client, first_run, key) == list(enumerate(values))
+    assert client.get_run(first_run).info.status == "FINISHED"
+
+
 def test_bad_arguments_are_refused_before_training(store):
     with pytest.raises(ValueError, match="log_every_n_steps must be a positive number"):
         MLflowLogger(log_every_n_steps=0)
