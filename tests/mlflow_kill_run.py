@@ -6,15 +6,19 @@ report. This process imports torch and MLflow once and forks one child per run (
 process, killed with SIGKILL); a killed run is rerun, as a user reruns the script, until it
 finishes. The parent opens the store only after every child has finished.
 
-Each trial kills its first run at one point, in each order of MLflowLogger and
-BackupAndRestore (which backs up every 3 batches, mid-epoch; an epoch has 4 batches):
+Each trial kills its first run at one point; BackupAndRestore backs up every 3 batches
+(mid-epoch: an epoch has 4 batches), and MLflowLogger logs batch values every 2 batches:
 
-- ``backup@6``: just after the mid-epoch backup of batch 6;
-- ``log@batch_loss:6``: just after MLflow stored the batch values of batch 6 (before the
-  backup of that batch when MLflowLogger is listed first);
+- ``backup@6``: just after the mid-epoch backup of batch 6, before MLflow stored batch 6's
+  values when BackupAndRestore is listed first (the rerun's replay stores them);
+- ``log@batch_loss:6``: just after MLflow stored the batch values of batch 6, before the
+  backup of that batch when MLflowLogger is listed first (the rerun computes them again);
 - ``log@loss:1``: just after MLflow stored the values of epoch 1, which ends at batch 8,
   after the last backup at batch 6;
 - ``batch@11``: at the end of batch 11, where nothing is saved or logged.
+
+The first two are tried in both orders of the callbacks; at the last two no backup is
+made, so the order makes no difference there.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from torchcallbacks import BackupAndRestore, LambdaCallback
 from torchcallbacks.integrations import MLflowLogger
 
 EPOCHS = 3
-KILLS = ["backup@6", "log@batch_loss:6", "log@loss:1", "batch@11"]
 ORDERS = ["logger_first", "backup_first"]
+KILLS = [(order, kill) for kill in ("backup@6", "log@batch_loss:6") for order in ORDERS]
+KILLS += [("logger_first", "log@loss:1"), ("backup_first", "batch@11")]
 
 
 def train(work: str, uri: str, experiment: str, order: str, kill: str | None) -> None:
@@ -124,7 +129,7 @@ def read_back(uri: str, experiment: str) -> dict:
 def main() -> None:
     base, uri = sys.argv[1], sys.argv[2]
     trials = [trial(base, uri, ORDERS[0], None)]
-    trials += [trial(base, uri, order, kill) for order in ORDERS for kill in KILLS]
+    trials += [trial(base, uri, order, kill) for order, kill in KILLS]
     for entry in trials:  # every child has ended: now the store may be opened here
         entry.update(read_back(uri, entry["experiment"]))
     print(json.dumps(trials))
