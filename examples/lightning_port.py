@@ -24,8 +24,14 @@ from _common import arguments, image_data, save_plot
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchcallbacks import CSVLogger, EarlyStopping, ModelCheckpoint, Trainer, seed_everything
-from torchcallbacks.lightning import LoggingMixin
+from torchcallbacks import (
+    CSVLogger,
+    EarlyStopping,
+    LoggingMixin,
+    ModelCheckpoint,
+    Trainer,
+    seed_everything,
+)
 
 
 class LitClassifier(LoggingMixin, nn.Module):

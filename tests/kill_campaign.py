@@ -30,7 +30,7 @@ from torchcallbacks import (  # noqa: E402
     Trainer,
     seed_everything,
 )
-from torchcallbacks.checkpoint_io import load_file  # noqa: E402
+from torchcallbacks.checkpoints.files import load_file  # noqa: E402
 
 EPOCHS = 4
 # Import what the first optimizer imports lazily (torch._dynamo) once, here, not per child.

@@ -15,11 +15,11 @@ import h5py
 import pytest
 import torch
 
-from torchcallbacks import checkpoint_io
-from torchcallbacks.checkpoint_io import (
+from torchcallbacks import load_checkpoint
+from torchcallbacks.checkpoints import files as checkpoint_io
+from torchcallbacks.checkpoints.files import (
     UnsafeCheckpointError,
     atomic_write,
-    load_checkpoint,
     load_file,
     save_checkpoint,
     save_weights,
@@ -226,7 +226,7 @@ def test_write_failing_midway_keeps_previous_file(tmp_path):
     script = textwrap.dedent(
         """
         import resource, signal, sys, torch
-        from torchcallbacks.checkpoint_io import FORMAT, save_checkpoint
+        from torchcallbacks.checkpoints.files import FORMAT, save_checkpoint
         folder = sys.argv[1]
         for fmt in ("pt", "h5"):
             save_checkpoint(f"{folder}/c.{fmt}", {"format": FORMAT, "model": {"w": torch.ones(3)}})
@@ -253,7 +253,7 @@ def test_write_failing_midway_keeps_previous_file(tmp_path):
 SAVER = textwrap.dedent(
     """
     import sys, torch
-    from torchcallbacks.checkpoint_io import FORMAT, save_checkpoint, save_weights
+    from torchcallbacks.checkpoints.files import FORMAT, save_checkpoint, save_weights
     folder = sys.argv[1]
     model = torch.nn.Linear(256, 256)
     i = 0
@@ -304,7 +304,7 @@ def test_hdf5_needs_h5py_with_install_hint(tmp_path, monkeypatch):
 
 
 def test_import_does_not_load_h5py():
-    code = "import sys, torchcallbacks.checkpoint_io; print('h5py' in sys.modules)"
+    code = "import sys, torchcallbacks.checkpoints.files; print('h5py' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
 

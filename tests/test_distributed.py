@@ -188,6 +188,20 @@ def test_a_self_synchronising_metric_is_read_by_every_rank_together(runs):
     assert len(rank0["history"]["synced_mean_prediction"]) == 2
 
 
+def test_a_metric_collection_is_logged_under_its_keys_with_torchmetrics_values(runs):
+    """torchmetrics synchronises the collection in compute(): read by every rank at epoch
+    ends, its keys hold the values over every rank's samples."""
+    _, results = runs
+    rank0, rank1 = results["rank0"]["collection"], results["rank1"]["collection"]
+    assert rank0["history"] == rank1["history"]
+    assert rank0["running_keys"] == ["loss"]
+    assert sorted(rank0["history"]) == ["acc", "f1", "loss", "val_acc", "val_f1", "val_loss"]
+    for key in ("acc", "f1"):
+        assert rank0["history"][f"val_{key}"][-1] == pytest.approx(rank0["expected"][key])
+        assert rank0["evaluate"][key] == pytest.approx(rank0["expected"][key])
+    assert list(rank0["evaluate"]) == ["loss", "acc", "f1"]
+
+
 def test_a_rank_that_raises_ends_the_run_without_hanging(tmp_path):
     start = time.monotonic()
     done = _run(tmp_path, 2, "--part", "raise", timeout=120)

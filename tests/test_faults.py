@@ -30,12 +30,12 @@ from torchcallbacks import (
     RemoteMonitor,
     TensorBoard,
     Trainer,
+    load_checkpoint,
     seed_everything,
 )
-from torchcallbacks.checkpoint_io import (
+from torchcallbacks.checkpoints.files import (
     CheckpointFileError,
     UnsafeCheckpointError,
-    load_checkpoint,
     save_checkpoint,
     save_weights,
 )
@@ -248,7 +248,7 @@ def test_h5_on_a_full_disk_does_not_crash_the_process(tmp_path):
     pytest.importorskip("h5py")
     with tmpfs(tmp_path / "disk") as disk:
         script = (
-            "import torch, sys\nfrom torchcallbacks.checkpoint_io import save_weights\n"
+            "import torch, sys\nfrom torchcallbacks.checkpoints.files import save_weights\n"
             "try:\n    save_weights(torch.nn.Linear(200, 200), sys.argv[1])\n"
             "except OSError as error:\n    print(error)\n"
         )

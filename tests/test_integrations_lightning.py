@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
 from torchcallbacks import EarlyStopping, ModelCheckpoint, Trainer
-from torchcallbacks.lightning import LightningTrainerView
+from torchcallbacks.models.lightning import LightningTrainerView
 
 
 def test_boring_model_final_weights_equal_a_hand_written_loop():

@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from torchcallbacks import Callback, EarlyStopping, Trainer
+from torchcallbacks import Callback, EarlyStopping, LoggingMixin, Trainer
 from torchcallbacks.callbacks.model_checkpoint import ModelCheckpoint
-from torchcallbacks.lightning import LoggingMixin
 
 
 def _data(samples: int = 96, seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

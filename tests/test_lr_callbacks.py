@@ -15,7 +15,7 @@ from torchcallbacks import (
     ReduceLROnPlateau,
     Trainer,
 )
-from torchcallbacks.checkpoint_io import save_checkpoint
+from torchcallbacks.checkpoints.files import save_checkpoint
 
 X = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
 Y = X @ torch.tensor([[1.0], [-2.0], [0.5]])

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from torchcallbacks import Callback, EarlyStopping, ReduceLROnPlateau, Trainer
-from torchcallbacks.checkpoint_io import save_checkpoint
+from torchcallbacks.checkpoints.files import save_checkpoint
 
 NAN = float("nan")
 

@@ -419,3 +419,65 @@ def test_graph_of_a_model_fed_lists_by_a_dataloader(tmp_path):
     assert not [w for w in caught if "model graph" in str(w.message)]
     nodes = [node.name for node in read_run(tmp_path, "train").Graph().node]
     assert any("left" in name for name in nodes) and any("right" in name for name in nodes)
+
+
+def _graph_nodes(log_dir, trainer, x, y, **fit):
+    """Fit with a TensorBoard writing the graph: its node names, and no graph warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(x, y, verbose=0, callbacks=[TensorBoard(log_dir)], **fit)
+    assert not [str(w.message) for w in caught if "model graph" in str(w.message)]
+    return [node.name for node in read_run(log_dir, "train").Graph().node]
+
+
+@pytest.mark.parametrize("returns", ["dict", "tuple with None"])
+def test_graph_of_a_model_with_dict_or_nested_outputs(tmp_path, returns):
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.price_head, self.kind_head = torch.nn.Linear(3, 1), torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            price, kind = self.price_head(x), self.kind_head(x)
+            return {"price": price, "kind": kind} if returns == "dict" else (price, [kind, None])
+
+    def loss(outputs, y):
+        price, kind = outputs.values() if returns == "dict" else (outputs[0], outputs[1][0])
+        return (price - y).square().mean() + kind.square().mean()
+
+    x = torch.randn(16, 3)
+    trainer = Trainer(TwoHeads(), "sgd", loss, device="cpu")
+    nodes = _graph_nodes(tmp_path, trainer, x, x[:, :1], batch_size=8)
+    assert any("price_head" in name for name in nodes)
+    assert any("kind_head" in name for name in nodes)
+
+
+def test_graph_of_a_huggingface_model_on_dict_batches(tmp_path):
+    """A tiny BERT (random weights) returns a ModelOutput and is called with keywords."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16, num_labels=2,
+    )  # fmt: skip
+    model = transformers.BertForSequenceClassification(config)
+    ids = torch.randint(1, 64, (16, 8))
+    rows = [
+        {"input_ids": ids[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": i % 2}
+        for i in range(16)
+    ]
+    trainer = Trainer(model, torch.optim.AdamW(model.parameters(), lr=1e-3), device="cpu")
+    nodes = _graph_nodes(tmp_path, trainer, torch.utils.data.DataLoader(rows, batch_size=8), None)
+    assert {"input/input_ids", "input/attention_mask.1", "input/labels"} <= set(nodes)
+    assert any("BertEmbeddings[embeddings]" in name for name in nodes)
+    assert any("Linear[classifier]" in name for name in nodes)
+
+
+def test_graph_of_a_compiled_model_is_the_original_modules(tmp_path):
+    if not hasattr(torch, "compile"):
+        pytest.skip("no torch.compile")
+    plain_trainer, x, y = make_trainer()
+    plain = _graph_nodes(tmp_path / "plain", plain_trainer, x, y, batch_size=8)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    compiled = Trainer(torch.compile(model, backend="eager"), "sgd", "mse", device="cpu")
+    assert _graph_nodes(tmp_path / "compiled", compiled, x, y, batch_size=8) == plain

@@ -1,7 +1,6 @@
 """torchcallbacks: the Keras training loop and callbacks for any PyTorch module."""
 
-__version__ = "0.1.0"
-
+from torchcallbacks._version import __version__
 from torchcallbacks.callbacks import (  # noqa: E402
     BackupAndRestore,
     BaseLogger,
@@ -21,7 +20,10 @@ from torchcallbacks.callbacks import (  # noqa: E402
     TensorBoard,
     TerminateOnNaN,
 )
-from torchcallbacks.checkpoint_io import load_checkpoint, seed_everything  # noqa: E402
+from torchcallbacks.checkpoints.files import CheckpointFileError, UnsafeCheckpointError  # noqa: E402
+from torchcallbacks.distributed.checkpoint import load_checkpoint  # noqa: E402
+from torchcallbacks.models.lightning import LoggingMixin  # noqa: E402
+from torchcallbacks.rng import seed_everything  # noqa: E402
 from torchcallbacks.summary import plot_model  # noqa: E402
 from torchcallbacks.trainer import Trainer  # noqa: E402
 
@@ -30,12 +32,14 @@ __all__ = [
     "BaseLogger",
     "Callback",
     "CallbackList",
+    "CheckpointFileError",
     "CSVLogger",
     "EarlyStopping",
     "History",
     "JSONLogger",
     "LambdaCallback",
     "LearningRateScheduler",
+    "LoggingMixin",
     "ModelCheckpoint",
     "ProgbarLogger",
     "ReduceLROnPlateau",
@@ -43,6 +47,7 @@ __all__ = [
     "SwapEMAWeights",
     "TensorBoard",
     "TerminateOnNaN",
+    "UnsafeCheckpointError",
     "Trainer",
     "__version__",
     "load_checkpoint",

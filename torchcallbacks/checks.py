@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from torchcallbacks.data import is_array_like
+from torchcallbacks.data.inputs import is_array_like
 from torchcallbacks.utils import expected_sync
 
 
@@ -128,7 +128,7 @@ def check_fit_arguments(trainer: Any, arguments: Mapping[str, Any]) -> None:
         _check_not_empty("validation_data", validation[0])
     elif validation is not None:
         _check_not_empty("validation_data", validation)
-    scored = trainer.objective.loss_spec is not None and not trainer._steps.computes_own_loss
+    scored = trainer.objective.loss_spec is not None and not trainer._kind.computes_own_loss
     if y is None and is_array_like(x) and scored:
         raise ValueError(
             "fit(x) was given no y, but the loss "
@@ -144,7 +144,7 @@ def check_fit_arguments(trainer: Any, arguments: Mapping[str, Any]) -> None:
 def check_weights_reach(trainer: Any, sample_weight: Any, class_weight: Any = None) -> None:
     """Refuse weights the module's own ``training_step`` would never see."""
     given = "sample_weight" if sample_weight is not None else "class_weight"
-    if trainer._steps.takes_weights or (sample_weight is None and class_weight is None):
+    if trainer._kind.takes_weights or (sample_weight is None and class_weight is None):
         return
     raise ValueError(
         f"{type(trainer.model).__name__} computes its loss in its own training_step, which "

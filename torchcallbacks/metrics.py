@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from torchcallbacks import distributed
+from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.losses import logits_alternative, loss_name, resolve_loss, warn_if_logits
-from torchcallbacks.weighting import WeightedMetrics, ratios, weighted_loss
+from torchcallbacks.weighting import WeightedMetrics, loss_weights_for, ratios, weighted_loss
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -82,11 +82,32 @@ def metric_name(metric: Any) -> str:
 
 
 class StatefulMetric:
-    """Adapter over Keras-style and torchmetrics-style metric objects."""
+    """Adapter over Keras-style and torchmetrics-style metric objects.
+
+    A result that is a dict (a torchmetrics ``MetricCollection``, a metric with several
+    values) is logged one key per entry, as Keras logs a dict result. A collection is
+    updated as a whole, once per batch, so that its compute groups share one update.
+    """
 
     def __init__(self, metric: Any) -> None:
         self.metric = metric
         self.keras_style = hasattr(metric, "update_state")
+        self.prefix = ""  # the output's, for a dict result's keys
+        self.names: list[str] = []  # the log keys of its result
+
+    def name_as(self, prefix: str, name: str) -> list[str]:
+        """The log keys of its result for an output's ``prefix``: ``prefix + name``, or a
+        collection's own keys (the keys of a dict result replace them once it is computed)."""
+        self.prefix = prefix
+        self.names = list(self.members()) or [prefix + name]
+        return self.names
+
+    def members(self) -> dict[str, Any]:
+        """A ``MetricCollection``'s metrics by log key (empty for other metrics)."""
+        if not _is_collection(self.metric):
+            return {}
+        items = self.metric.items(keep_base=False, copy_state=False)
+        return {self.prefix + str(key): metric for key, metric in items}
 
     def update(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> None:
         if self.keras_style:
@@ -102,6 +123,14 @@ class StatefulMetric:
             self.metric.reset_state()
         else:
             self.metric.reset()
+
+
+def _is_collection(metric: Any) -> bool:
+    """Whether ``metric`` is a torchmetrics ``MetricCollection`` (without importing it)."""
+    return any(
+        cls.__name__ == "MetricCollection" and cls.__module__.split(".")[0] == "torchmetrics"
+        for cls in type(metric).__mro__
+    )
 
 
 def _is_stateful(metric: Any) -> bool:
@@ -145,10 +174,11 @@ class _Head:
         for metric in metrics:
             resolved = _resolve_metric(metric)
             name = prefix + metric_name(metric)
-            self.metric_names.append(name)
             if isinstance(resolved, StatefulMetric):
+                self.metric_names += resolved.name_as(prefix, metric_name(metric))
                 self.stateful.append((name, resolved))
             else:
+                self.metric_names.append(name)
                 self.sum_metrics.append(resolved)
                 self.sum_names.append(name)
         self.weighted = WeightedMetrics(prefix, [_weighted(m) for m in weighted], self.metric_names)
@@ -192,12 +222,29 @@ class Objective:
     Single output: ``loss`` and ``metrics`` as given. Several outputs: ``loss`` and
     ``metrics`` may be lists (per output, in order) or dicts (per output name); logs then
     carry ``loss`` (the sum), ``<name>_loss`` and ``<name>_<metric>`` as Keras does.
+    ``loss_weights`` (Keras's): the loss is the weighted sum, ``<name>_loss`` unweighted.
     """
 
-    def __init__(self, loss: Any, metrics: Any, weighted_metrics: Any = None) -> None:
+    def __init__(
+        self, loss: Any, metrics: Any, weighted_metrics: Any = None, loss_weights: Any = None
+    ) -> None:
         self.loss_spec = loss
         self.metric_spec = metrics
         self.weighted_spec = weighted_metrics
+        self.weights_spec = loss_weights
+        self.loss_weights: list[float] | None = None  # one per loss, in the losses' order
+        if loss_weights is not None:
+            if loss is None:
+                raise ValueError(
+                    "loss_weights weights the losses given in loss=, and this Trainer has no "
+                    "loss= (the module computes its own loss): weight the parts of the loss "
+                    "inside the module, or pass loss= with one loss per output."
+                )
+            several = isinstance(loss, list | tuple | dict)
+            keyed = isinstance(loss, dict)  # (a list's output names are known at build)
+            if not several or keyed:
+                names = list(loss) if keyed else None
+                self.loss_weights = loss_weights_for(loss_weights, names, keyed)
         self.ratios: list[tuple[str, str, str]] = []  # weighted metrics: (name, sums' keys)
         self.heads: list[_Head] | dict[str, _Head] | None = None
         self.names: list[str] = []  # of the summed values, in the accumulator's order
@@ -244,6 +291,12 @@ class Objective:
             self.log_names += head.weighted.names
             self.ratios += head.weighted.ratios
 
+    def rename(self, expected: list[str], keys: list[str]) -> None:
+        """Log a dict result's ``keys`` where its ``expected`` keys were (at its first
+        compute: a collection's members may give several values each)."""
+        start = self.log_names.index(expected[0])
+        self.log_names[start : start + len(expected)] = keys
+
     def build(self, outputs: Any) -> None:
         """Bind per-output losses once the output structure is known (first batch)."""
         if self.loss_spec is None:
@@ -281,6 +334,8 @@ class Objective:
                 )
                 for i in range(count)
             ]
+        names = [head.prefix[:-1] for head in _values(heads)]
+        self.loss_weights = loss_weights_for(self.weights_spec, names, isinstance(spec, dict))
         self._set_heads(None, heads)
 
     def __call__(
@@ -291,6 +346,8 @@ class Objective:
         heads = self.heads
         if isinstance(heads, _Head):
             loss = heads.loss(outputs, targets, weights)
+            if self.loss_weights is not None:
+                loss = loss * self.loss_weights[0]
             values = [loss.detach()]
             for fn in heads.sum_metrics:
                 values.append(_batch_mean(fn(outputs, targets)))
@@ -299,7 +356,10 @@ class Objective:
             return loss, values
         pairs = _pairs(heads, outputs, targets)
         losses = [head.loss(y_pred, y_true, weights) for head, y_pred, y_true in pairs]
-        total = torch.stack(losses).sum() if len(losses) > 1 else losses[0]
+        if self.loss_weights is not None:  # the per-output losses are logged unweighted
+            total = sum(loss * weight for loss, weight in zip(losses, self.loss_weights))
+        else:
+            total = torch.stack(losses).sum() if len(losses) > 1 else losses[0]
         values = [total.detach()] + [loss.detach() for loss in losses]
         for head, y_pred, y_true in pairs:
             for fn in head.sum_metrics:
@@ -389,7 +449,14 @@ class MetricTracker:
             if in_progress and not metric.keras_style:
                 continue
             result = metric.result()
-            logs[name] = float(result) if _is_scalar(result) else result
+            if isinstance(result, Mapping):  # one key per entry
+                entries = {metric.prefix + str(k): _plain(v) for k, v in result.items()}
+                if list(entries) != metric.names:
+                    self.objective.rename(metric.names or [name], list(entries))
+                    metric.names = list(entries)
+                logs.update(entries)
+            else:
+                logs[name] = _plain(result)
         return {name: logs[name] for name in self.objective.log_names if name in logs}
 
     def state_dict(self) -> dict[str, Any]:
@@ -399,6 +466,11 @@ class MetricTracker:
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
         self.sums = None if state["sums"] is None else state["sums"].to(device)
         self.count = int(state["count"])
+
+
+def _plain(result: Any) -> Any:
+    """A metric's result in the logs: a float when it is one number."""
+    return float(result) if _is_scalar(result) else result
 
 
 def _is_scalar(value: Any) -> bool:

@@ -1,4 +1,5 @@
-"""Optimizer resolution from Keras-style names."""
+"""Optimizers: built from Keras-style names, shown to Keras callbacks as
+``model.optimizer``, and their learning rate set."""
 
 from __future__ import annotations
 
@@ -58,3 +59,18 @@ def expose_on_module(module: torch.nn.Module, optimizer: torch.optim.Optimizer |
         return
     module.__dict__["optimizer"] = optimizer
     _exposed[module] = optimizer
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Set the first parameter group's learning rate to ``value``; the other groups keep their
+    ratio to it.
+
+    The ratios are kept in the groups (``"lr_ratio"``), so they survive a warm-up from 0,
+    where they cannot be computed, and go into checkpoints with the optimizer.
+    """
+    groups = optimizer.param_groups
+    first = float(groups[0]["lr"])
+    for group in groups:
+        if first:
+            group["lr_ratio"] = float(group["lr"]) / first
+        group["lr"] = float(value) * group.get("lr_ratio", 1.0)

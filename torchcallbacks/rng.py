@@ -1,7 +1,9 @@
-"""Random-number-generator state as plain containers (safe to save with weights_only)."""
+"""Random-number generators: seeding a run, and their state as plain containers (safe to save
+with weights_only)."""
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -48,3 +50,34 @@ def set_rng_state(state: dict[str, Any]) -> None:
     )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
+    """Seed Python's ``random``, NumPy, torch (CPU and every CUDA device) with ``seed``.
+
+    Returns a ``torch.Generator`` seeded with ``seed``: pass it to your ``DataLoader`` as
+    ``generator=`` so the shuffling order and the worker seeds depend only on ``seed``
+    (PyTorch seeds ``random``, NumPy and torch inside each worker from it)::
+
+        generator = seed_everything(42)
+        loader = DataLoader(dataset, batch_size=32, shuffle=True, generator=generator,
+                            num_workers=2)
+
+    ``deterministic=True`` also asks torch for deterministic kernels
+    (``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN benchmark off), at
+    some speed cost on GPUs.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32); got {seed!r}")
+    os.environ["PYTHONHASHSEED"] = str(seed)  # for subprocesses (DataLoader workers too)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from torchcallbacks.checkpoint_io import atomic_write
-from torchcallbacks.data import move_to_device
+from torchcallbacks.checkpoints.files import atomic_write
+from torchcallbacks.data.inputs import move_to_device
 from torchcallbacks.utils import preserved_modes, require
 
 if TYPE_CHECKING:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -48,3 +49,13 @@ def preserved_modes(module: torch.nn.Module) -> Iterator[None]:
     finally:
         for submodule, training in modes:
             submodule.training = training
+
+
+def original_module(module: torch.nn.Module) -> torch.nn.Module:
+    """The user's module inside ``torch.compile``'s wrapper (an ``OptimizedModule``, whose
+    ``state_dict`` keys start with ``_orig_mod.``), else ``module`` itself."""
+    # No OptimizedModule exists before torch._dynamo is imported: nothing to import here.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    while eval_frame is not None and isinstance(module, eval_frame.OptimizedModule):
+        module = module._orig_mod
+    return module

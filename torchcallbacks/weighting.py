@@ -10,6 +10,9 @@ weighted losses and ``weighted_metrics``.
   one is logged as ``weighted_<name>``.
 - ``class_weight`` maps each sample's class (the target, its argmax when one-hot, rounded)
   to a weight; classes it does not name weigh 1. It applies to training batches only.
+- ``loss_weights`` (`loss_weights_for`) scale each output's loss, sample weights included:
+  the trained and logged ``loss`` is ``sum(w_o * loss_o)``, while ``<output>_loss`` is
+  logged unweighted. A single output's ``loss`` is its weighted loss.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from torchcallbacks import losses
-from torchcallbacks.data import _to_tensor, as_weights, move_to_device
+from torchcallbacks.data.inputs import _to_tensor, as_weights, move_to_device
 
 
 class ClassWeights:
@@ -65,7 +69,7 @@ class ClassWeights:
 def class_weights_for(
     class_weight: Mapping[Any, float] | None, sample_weight: Any, device: torch.device
 ) -> ClassWeights | None:
-    """``class_weight`` for `ObjectiveSteps`; it excludes ``sample_weight``, as in Keras."""
+    """``class_weight`` for `PlainKind`; it excludes ``sample_weight``, as in Keras."""
     if class_weight is None:
         return None
     if sample_weight is not None:
@@ -172,6 +176,65 @@ def ratios(logs: dict[str, float], weighted: Sequence[tuple[str, str, str]]) -> 
     for name, numerator, denominator in weighted:
         total, weight = logs.pop(numerator), logs.pop(denominator)
         logs[name] = total / weight if weight else 0.0
+
+
+def loss_weights_for(
+    loss_weights: Any, outputs: Sequence[str] | None, keyed: bool = False
+) -> list[float] | None:
+    """Keras's ``loss_weights`` as one factor per loss, in the order of the losses.
+
+    ``outputs``: the names of the outputs that have a loss (None for a single output);
+    ``keyed``: the losses were given as a dict, so the weights must be one too. A single
+    output takes a number (or a list of one); several take a list in the order of the
+    losses or a dict keyed like them. Anything else raises a ValueError naming the outputs.
+    """
+    if loss_weights is None:
+        return None
+    if outputs is None:
+        if isinstance(loss_weights, list | tuple) and len(loss_weights) == 1:
+            loss_weights = loss_weights[0]
+        if isinstance(loss_weights, Mapping | list | tuple):
+            raise ValueError(
+                f"loss_weights={loss_weights!r} does not fit a model with a single output and "
+                "loss: give one number (e.g. loss_weights=0.5)."
+            )
+        return [_loss_weight(loss_weights, "loss_weights")]
+    names = ", ".join(repr(name) for name in outputs)
+    if isinstance(loss_weights, Mapping):
+        unknown = [key for key in loss_weights if key not in outputs]
+        missing = [name for name in outputs if name not in loss_weights]
+        if unknown or missing:
+            problem = (
+                f"names {unknown}, which are not outputs with a loss"
+                if unknown
+                else f"has no weight for {missing}"
+            )
+            raise ValueError(
+                f"loss_weights {problem}; the outputs with a loss are {names}: give one "
+                "weight per output, keyed like the outputs (1.0 leaves an output's loss as it is)."
+            )
+        return [_loss_weight(loss_weights[name], f"loss_weights[{name!r}]") for name in outputs]
+    if keyed:
+        raise ValueError(
+            f"loss is a dict, so loss_weights must be one too, keyed like it ({names}); got "
+            f"{type(loss_weights).__name__} {loss_weights!r}."
+        )
+    if not isinstance(loss_weights, list | tuple) or len(loss_weights) != len(outputs):
+        count = len(loss_weights) if isinstance(loss_weights, list | tuple) else 1
+        raise ValueError(
+            f"`loss_weights` must match the number of losses, got {len(outputs)} losses (for "
+            f"the outputs {names}) and {count} weights: give a list with one weight per "
+            "output, in order, or a dict keyed like the outputs."
+        )
+    return [_loss_weight(w, f"loss_weights[{i}]") for i, w in enumerate(loss_weights)]
+
+
+def _loss_weight(value: Any, where: str) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ValueError(f"{where} must be a number (a float), got {value!r}.")
+    return float(value)
 
 
 def batch_from_arrays(x: Any, y: Any, sample_weight: Any, device: torch.device) -> tuple[Any, ...]:

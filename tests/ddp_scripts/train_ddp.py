@@ -212,6 +212,36 @@ def synced_metric_part() -> dict:
     return {"history": history.history, "running_keys": sorted({k for s in reader.seen for k in s})}
 
 
+def collection_part() -> dict:
+    """A torchmetrics MetricCollection: logged under its keys, synchronised by torchmetrics in
+    compute() at epoch ends (running logs read on rank 0 alone leave it out)."""
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+    def collection(**options: bool) -> MetricCollection:
+        metrics = {"acc": MulticlassAccuracy(3, **options), "f1": MulticlassF1Score(3, **options)}
+        return MetricCollection(metrics)
+
+    x, y = data(128, seed=9)
+    x_val, y_val = data(64, seed=10)
+    module = model()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.2)
+    trainer = Trainer(module, optimizer, "cross_entropy", metrics=[collection()], device="cpu")
+    reader = ReadRunningLogsOnRank0()
+    history = trainer.fit(
+        x, y, batch_size=8, epochs=2, validation_data=(x_val, y_val), callbacks=[reader],
+        verbose=0,
+    )  # fmt: skip
+    reference = collection(sync_on_compute=False)  # over every rank's rows, gathered
+    reference.update(trainer.predict(x_val, batch_size=8, verbose=0), y_val)
+    return {
+        "history": history.history,
+        "running_keys": sorted({k for s in reader.seen for k in s}),
+        "evaluate": trainer.evaluate(x_val, y_val, batch_size=8, verbose=0, return_dict=True),
+        "expected": {key: float(value) for key, value in reference.compute().items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -236,6 +266,7 @@ def main() -> None:
         result["wrapped"] = wrapped_part()
         result["uneven"] = uneven_part()
         result["synced_metric"] = synced_metric_part()
+        result["collection"] = collection_part()
         # Free the DDP wrappers before the process group: a DDP reducer still alive at
         # interpreter exit makes gloo abort the process now and then (SIGABRT).
         gc.collect()

@@ -1,8 +1,9 @@
 """Keras-style callbacks, one module each."""
 
 from torchcallbacks.callbacks.backup_and_restore import BackupAndRestore
-from torchcallbacks.callbacks.base import Callback, CallbackList
+from torchcallbacks.callbacks.base import Callback
 from torchcallbacks.callbacks.base_logger import BaseLogger
+from torchcallbacks.callbacks.callback_list import CallbackList
 from torchcallbacks.callbacks.csv_logger import CSVLogger
 from torchcallbacks.callbacks.early_stopping import EarlyStopping
 from torchcallbacks.callbacks.history import History

@@ -7,7 +7,7 @@ import io
 import os
 import warnings
 
-from torchcallbacks.checkpoint_io import write_error
+from torchcallbacks.checkpoints.files import write_error
 from torchcallbacks.checks import check_output_path
 
 

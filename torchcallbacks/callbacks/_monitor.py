@@ -134,13 +134,14 @@ class MonitorCallback(Callback):
         """The direction a metric object of the trainer logged as ``name`` declares, if any."""
         objective = getattr(self.trainer, "objective", None)
         for key, adapter in getattr(objective, "stateful", ()):
-            if key != name:
+            metric = adapter.metric if key == name else adapter.members().get(name)
+            if metric is None:  # (a MetricCollection's members are logged by their keys)
                 continue
-            higher = getattr(adapter.metric, "higher_is_better", None)
+            higher = getattr(metric, "higher_is_better", None)
             if isinstance(higher, bool):
                 return "max" if higher else "min"
             for attribute in ("direction", "_direction"):
-                direction = _DIRECTIONS.get(str(getattr(adapter.metric, attribute, "")).lower())
+                direction = _DIRECTIONS.get(str(getattr(metric, attribute, "")).lower())
                 if direction is not None:
                     return direction
         return None

@@ -10,9 +10,11 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from torchcallbacks import checkpoint_io, distributed, distributed_checkpoint
 from torchcallbacks.callbacks.base import Callback
+from torchcallbacks.checkpoints import files as checkpoint_io
 from torchcallbacks.checks import check_output_path
+from torchcallbacks.distributed import checkpoint as distributed_checkpoint
+from torchcallbacks.distributed import process_group as distributed
 
 
 class BackupAndRestore(Callback):

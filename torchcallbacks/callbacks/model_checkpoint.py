@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from torchcallbacks import checkpoint_io, distributed, distributed_checkpoint
 from torchcallbacks.callbacks._monitor import MonitorCallback
+from torchcallbacks.checkpoints import files as checkpoint_io
 from torchcallbacks.checks import check_output_template, check_path_template
+from torchcallbacks.distributed import checkpoint as distributed_checkpoint
+from torchcallbacks.distributed import process_group as distributed
 
 
 class ModelCheckpoint(MonitorCallback):

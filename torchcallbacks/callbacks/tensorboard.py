@@ -49,13 +49,17 @@ class TensorBoard(Callback):
     2-D as H×W with H ≤ W, 3-D (C, H, W) as C images; other shapes are skipped, as in Keras.
 
     ``write_graph`` traces the module once, with the first training batch, at the first
-    epoch end (in eval mode, without gradients, RNG untouched); a module that cannot be
-    traced gives a warning, not an error. ``embeddings_freq`` saves every ``nn.Embedding``
-    for the projector, labelled by ``embeddings_metadata`` (one TSV file for all layers, or a
-    dict from module name to file). ``profile_batch`` (``N``, ``(start, stop)`` or
-    ``"start,stop"``, global batches from 1; 0 disables) records a ``torch.profiler`` trace
-    to ``log_dir/train/plugins/profile/batch_<stop>.<time>.pt.trace.json`` for the
-    PyTorch Profiler TensorBoard plugin (``pip install torch-tb-profiler``).
+    epoch end (in eval mode, without gradients, RNG untouched). Outputs the tracer refuses
+    (dicts, HuggingFace ``ModelOutput``s, ``None`` inside tuples) are traced as the flat
+    tuple of their tensors; a module that cannot be traced gives a warning, not an error.
+    A ``torch.compile``d module's graph is the original module's.
+
+    ``embeddings_freq`` saves every ``nn.Embedding`` for the projector, labelled by
+    ``embeddings_metadata`` (one TSV file for all layers, or a dict from module name to
+    file). ``profile_batch`` (``N``, ``(start, stop)`` or ``"start,stop"``, global batches
+    from 1; 0 disables) records a ``torch.profiler`` trace to
+    ``log_dir/train/plugins/profile/batch_<stop>.<time>.pt.trace.json`` for the PyTorch
+    Profiler TensorBoard plugin (``pip install torch-tb-profiler``).
 
     Writers are flushed at every epoch end and closed at train end; only the main process
     writes. Requires ``tensorboard`` (``pip install "torchcallbacks[tensorboard]"``).
@@ -225,6 +229,7 @@ class TensorBoard(Callback):
             return
         device = self.trainer.device
         cuda = [device.index or torch.cuda.current_device()] if device.type == "cuda" else []
+        writer = self._writer("train")
         try:
             with (
                 torch.random.fork_rng(devices=cuda),
@@ -234,7 +239,10 @@ class TensorBoard(Callback):
                 preserved_modes(self.model),  # the tracer ends with train() on the whole tree
             ):
                 warnings.simplefilter("ignore")  # tracer and deprecation notices
-                self._writer("train").add_graph(*_traceable(self.model, inputs))
+                try:
+                    writer.add_graph(*_traceable(self.model, inputs))
+                except Exception:  # dicts, ModelOutputs, None: outputs the tracer refuses
+                    writer.add_graph(*_traceable(self.model, inputs, flatten=True))
         except Exception as error:  # any untraceable module: the run goes on without a graph
             warnings.warn(
                 f"TensorBoard could not write the model graph ({type(error).__name__}: "
@@ -390,19 +398,44 @@ def _weight_image(weight: torch.Tensor) -> torch.Tensor | None:
     return (image - low) / (high - low) if high > low else torch.zeros_like(image)
 
 
-class _KeywordCall(torch.nn.Module):
-    """Calls ``module(**inputs)`` from positional tensors: the tracer passes positionals only."""
+class _TracedCall(torch.nn.Module):
+    """Calls the module as `Trainer` does, for the tracer: ``module(**inputs)`` from
+    positional tensors when ``names`` are given (the tracer passes positionals only), and,
+    with ``flatten``, the output's tensors as a flat tuple (the tracer refuses dicts,
+    HuggingFace ``ModelOutput``s and ``None`` among the outputs)."""
 
-    def __init__(self, module: torch.nn.Module, names: list[str]) -> None:
+    def __init__(self, module: torch.nn.Module, names: list[str] | None, flatten: bool) -> None:
         super().__init__()
-        self.module, self.names = module, names
+        self.module, self.names, self.flatten = module, names, flatten
 
     def forward(self, *values: Any) -> Any:
-        return self.module(**dict(zip(self.names, values)))
+        if self.names is None:
+            output = self.module(*values)
+        else:
+            output = self.module(**dict(zip(self.names, values)))
+        return tuple(_tensors_of(output)) if self.flatten else output
 
 
-def _traceable(model: torch.nn.Module, inputs: Any) -> tuple[torch.nn.Module, Any]:
-    """``add_graph`` arguments for the batch inputs as `Trainer` passes them to forward."""
+def _tensors_of(output: Any) -> Iterator[torch.Tensor]:
+    """The tensors in a (nested) output, in order; other values (None, caches) are left out."""
+    if isinstance(output, torch.Tensor):
+        yield output
+    elif isinstance(output, Mapping):  # a dict, or a ModelOutput (which holds no None)
+        for value in output.values():
+            yield from _tensors_of(value)
+    elif isinstance(output, list | tuple):
+        for value in output:
+            yield from _tensors_of(value)
+
+
+def _traceable(
+    model: torch.nn.Module, inputs: Any, flatten: bool = False
+) -> tuple[torch.nn.Module, Any]:
+    """``add_graph`` arguments for the batch inputs as `Trainer` passes them to forward;
+    ``flatten``: the outputs as a tuple of tensors."""
     if isinstance(inputs, Mapping):
-        return _KeywordCall(model, list(inputs)), tuple(inputs.values())
+        return _TracedCall(model, list(inputs), flatten), tuple(inputs.values())
+    if flatten:
+        positional = tuple(inputs) if isinstance(inputs, list | tuple) else (inputs,)
+        return _TracedCall(model, None, True), positional
     return model, inputs

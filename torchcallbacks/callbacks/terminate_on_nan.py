@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback
+from torchcallbacks.distributed import process_group as distributed
 
 
 class TerminateOnNaN(Callback):

@@ -9,10 +9,11 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from torchcallbacks import distributed, distributed_checkpoint
 from torchcallbacks.callbacks.base import Callback, to_float
 from torchcallbacks.callbacks.model_checkpoint import ModelCheckpoint
-from torchcallbacks.fsdp import is_sharded
+from torchcallbacks.distributed import checkpoint as distributed_checkpoint
+from torchcallbacks.distributed import process_group as distributed
+from torchcallbacks.distributed.fsdp import is_sharded
 from torchcallbacks.losses import loss_name
 from torchcallbacks.utils import require
 

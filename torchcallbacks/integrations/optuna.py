@@ -6,9 +6,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from torchcallbacks import distributed
 from torchcallbacks.callbacks.base import Callback
 from torchcallbacks.checks import unknown_monitor_hint
+from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.utils import require
 
 

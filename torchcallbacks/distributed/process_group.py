@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
+import importlib
 import os
 import weakref
 from collections.abc import Callable, Iterator
@@ -77,6 +78,11 @@ def setup(device: torch.device | None, timeout: timedelta = DEFAULT_TIMEOUT) -> 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and dist.is_available() and not dist.is_initialized():
         cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
+        # Loaded before the group exists (and only in runs of several processes, so that
+        # `import torchcallbacks` stays light): otherwise, as seen with torch 2.13 and gloo, a
+        # group that DDP used stays referenced after destroy_process_group, its threads run
+        # into interpreter shutdown, and the process can abort once training is over.
+        importlib.import_module("torch.distributed.fsdp")
         dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timeout)
         atexit.register(_destroy_process_group)
     if is_active() and device is None and torch.cuda.is_available():
@@ -116,46 +122,6 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_active() else 1
-
-
-def prepare(
-    module: torch.nn.Module,
-    optimizer: Any,
-    device: torch.device,
-    strategy: str | None,
-    own_steps: bool = False,
-) -> tuple[torch.nn.Module, Any]:
-    """The module to run forward passes on, and the optimizer to use with it.
-
-    ``"auto"``: a module already sharded with ``fully_shard`` is used as it is, others are
-    wrapped in DDP when distributed; ``"ddp"``: DDP; ``"fsdp"``: FSDP2 (`fsdp.shard`, and an
-    optimizer instance rebuilt on the sharded parameters); None: the module as it is. In a
-    single process the module is used as it is, whatever the strategy. ``own_steps`` (no
-    ``loss=``) and a module defining ``training_step``: DDP wraps it in
-    `lightning.TrainingStepForward`, so that DDP's forward is its training step; FSDP2
-    gathers the parameters around its step methods as around its forward.
-    """
-    check_strategy(strategy)
-    if not is_active() or strategy is None or isinstance(module, DistributedDataParallel):
-        return module, optimizer
-    from torchcallbacks import fsdp
-
-    if strategy == "fsdp" or (strategy == "auto" and fsdp.is_sharded(module)):
-        names = fsdp.parameter_names(module)
-        fsdp.shard(module, device)
-        if own_steps:
-            from torchcallbacks.lightning import step_methods
-
-            fsdp.register_forward_methods(module, step_methods(module))
-        return module, fsdp.rebuild_optimizer(optimizer, names, module)
-    if not any(p.requires_grad for p in module.parameters()):
-        return module, optimizer
-    ids = [device.index] if device.type == "cuda" else None
-    if own_steps:
-        from torchcallbacks.lightning import training_step_forward
-
-        module = training_step_forward(module)
-    return DistributedDataParallel(module, device_ids=ids), optimizer
 
 
 @contextlib.contextmanager

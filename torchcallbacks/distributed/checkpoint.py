@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from torchcallbacks import checkpoint_io, distributed
-from torchcallbacks.fsdp import is_sharded
+from torchcallbacks.checkpoints import files as checkpoint_io
+from torchcallbacks.distributed import process_group as distributed
+from torchcallbacks.distributed.fsdp import is_sharded
 from torchcallbacks.rng import get_rng_state
 
 if TYPE_CHECKING:
@@ -335,10 +336,47 @@ def load_in_place(model: torch.nn.Module, optimizer: Any, path: str) -> dict[str
     return state["model"]
 
 
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, Any]:
+    """Load a weights file or a full checkpoint (``.pt`` or HDF5) into a model and optimizer.
+
+    Returns the loaded dict (the ``state_dict`` for a weights file; for a full checkpoint
+    ``{"model", "optimizer", "epoch", "logs", ...}``)::
+
+        model = Net()
+        optimizer = torch.optim.Adam(model.parameters())
+        state = load_checkpoint("ckpt/03-0.41.pt", model, optimizer)
+        state["epoch"], state["logs"]
+
+    A sharded checkpoint's directory is loaded too. All or nothing: when the file cannot be
+    read, or does not fit the model or optimizer, the error names the file and both are left
+    exactly as they were.
+    """
+    if os.path.isdir(path):  # a sharded (DCP) checkpoint directory
+        return load_sharded_checkpoint(path, model, optimizer)
+    data = checkpoint_io.load_file(path)
+    full = checkpoint_io.is_full_checkpoint(data)
+    if optimizer is not None and (not full or data.get("optimizer") is None):
+        raise ValueError(
+            f"{os.fspath(path)!r} holds no optimizer state (it is a weights-only file); "
+            "call load_checkpoint(path, model) without an optimizer, or save a full "
+            "checkpoint (ModelCheckpoint(save_weights_only=False) or trainer.save(path))."
+        )
+    checkpoint_io.load_states(
+        path,
+        model=None if model is None else (model, data["model"] if full else data),
+        optimizer=None if optimizer is None else (optimizer, data["optimizer"]),
+    )
+    return data
+
+
 def load_sharded_checkpoint(
     path: str | os.PathLike, model: torch.nn.Module | None, optimizer: Any
 ) -> dict[str, Any]:
-    """`checkpoint_io.load_checkpoint` for a DCP directory: loads the module (and the
+    """`load_checkpoint` for a DCP directory: loads the module (and the
     optimizer) and returns the checkpoint's dict with the module's weights under "model"."""
     state = read_full(path)
     if model is not None:
@@ -356,12 +394,13 @@ def load_weights(trainer: Trainer, path: str | os.PathLike) -> None:
         load_in_place(model, None, os.fspath(path))
         return
     if not (distributed.is_active() and is_sharded(model)):
-        checkpoint_io.load_checkpoint(path, model=model)
+        load_checkpoint(path, model=model)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     data = checkpoint_io.load_file(path)
     weights = data["model"] if checkpoint_io.is_full_checkpoint(data) else data
+    weights = checkpoint_io.module_keys(model, weights)  # a compiled module's `_orig_mod.` keys
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
 
 

@@ -28,11 +28,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader
 
-from torchcallbacks import __version__, distributed
-from torchcallbacks.callbacks.base import Callback, CallbackList
-from torchcallbacks.checkpoint_io import FORMAT, load_states
-from torchcallbacks.distributed_checkpoint import SHARDED_KEY, load_in_place
-from torchcallbacks.fsdp import is_sharded
+from torchcallbacks._version import __version__
+from torchcallbacks.callbacks.base import Callback
+from torchcallbacks.callbacks.callback_list import CallbackList
+from torchcallbacks.checkpoints.files import FORMAT, is_full_checkpoint, load_states
+from torchcallbacks.distributed import checkpoint as distributed_checkpoint
+from torchcallbacks.distributed import process_group as distributed
+from torchcallbacks.distributed.checkpoint import SHARDED_KEY, load_in_place
+from torchcallbacks.distributed.fsdp import is_sharded
 from torchcallbacks.rng import get_rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -188,6 +191,17 @@ class ResumeState:
         if trainer.ema is not None and state.get("ema") is not None:
             trainer.ema.load_state_dict(state["ema"])  # after the module: it may swap weights
         trainer.global_step = int(state.get("global_step", trainer.global_step))
+
+    def request_from_file(self, path: str) -> None:
+        """Resume from the full checkpoint at ``path`` (`fit`'s ``resume_from``)."""
+        state = distributed_checkpoint.read_full(path)
+        if not is_full_checkpoint(state):
+            raise ValueError(
+                f"resume_from={path!r} holds weights only; resuming needs a full checkpoint "
+                "(trainer.save, or ModelCheckpoint(save_weights_only=False)). To start from "
+                "these weights, call trainer.load_weights(path) before fit."
+            )
+        self.pending = {**state, "source": path}  # errors name the file
 
     def apply(self, state: Mapping[str, Any], callbacks: CallbackList) -> tuple[int, int]:
         """Load a checkpoint into the trainer and its callbacks (after their

@@ -12,26 +12,35 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-from torchcallbacks import distributed
+from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.utils import expected_sync
 
-try:  # public since torch 2.6; the package itself supports older torch without FSDP2
-    from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
-except ImportError:  # pragma: no cover - depends on the torch version
-    FSDPModule, fully_shard, register_fsdp_forward_method = None, None, None
+
+def _fsdp() -> Any:
+    """torch's FSDP2 package, imported on first use (``import torchcallbacks`` stays light);
+    None before torch 2.6, which the rest of the package supports."""
+    try:
+        import torch.distributed.fsdp as fsdp
+    except ImportError:  # pragma: no cover - depends on the torch version
+        return None
+    return fsdp if hasattr(fsdp, "fully_shard") else None
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
-    """Whether ``module`` or one of its submodules went through ``fully_shard``."""
-    if FSDPModule is None:
+    """Whether ``module`` or one of its submodules went through ``fully_shard``. Without
+    torch's FSDP package loaded, nothing can have been sharded: it is not imported for this."""
+    loaded = sys.modules.get("torch.distributed.fsdp")
+    fsdp_module = getattr(loaded, "FSDPModule", None)
+    if fsdp_module is None:
         return False
-    return any(isinstance(submodule, FSDPModule) for submodule in module.modules())
+    return any(isinstance(submodule, fsdp_module) for submodule in module.modules())
 
 
 def _blocks(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
@@ -46,7 +55,8 @@ def _blocks(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 def shard(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Apply ``fully_shard`` to the module's blocks and to the module (in place)."""
-    if fully_shard is None:
+    fsdp = _fsdp()
+    if fsdp is None:
         raise ImportError(
             f"strategy='fsdp' needs FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6); "
             f"this is torch {torch.__version__}. Upgrade torch, or use strategy='ddp'."
@@ -58,9 +68,9 @@ def shard(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     mesh = init_device_mesh(device.type, (distributed.world_size(),))
     _release_groups_at_exit(mesh)
     for block in _blocks(module):
-        if not isinstance(block, FSDPModule):
-            fully_shard(block, mesh=mesh)
-    fully_shard(module, mesh=mesh)
+        if not isinstance(block, fsdp.FSDPModule):
+            fsdp.fully_shard(block, mesh=mesh)
+    fsdp.fully_shard(module, mesh=mesh)
     return module
 
 
@@ -80,7 +90,7 @@ def register_forward_methods(module: torch.nn.Module, names: list[str]) -> None:
     its forward: a ``training_step`` that calls ``self.layer(x)`` rather than ``self(x)``
     then sees whole parameters (a nested ``self(x)`` finds them gathered already)."""
     for name in names:
-        register_fsdp_forward_method(module, name)
+        _fsdp().register_fsdp_forward_method(module, name)
 
 
 def parameter_names(module: torch.nn.Module) -> dict[int, str]:

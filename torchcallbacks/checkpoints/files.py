@@ -1,4 +1,4 @@
-"""Checkpoint files: safe loading, atomic writes, ``.pt`` and HDF5 formats, seeding.
+"""Checkpoint files: safe loading, atomic writes, ``.pt`` and HDF5 formats.
 
 Two kinds of file, each in two formats chosen by the extension (``.h5``/``.hdf5`` is HDF5
 written with h5py, anything else `torch.save`):
@@ -24,7 +24,6 @@ import io
 import json
 import os
 import pickle
-import random
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -33,7 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from torchcallbacks.utils import require
+from torchcallbacks.utils import original_module, require
 
 FORMAT = "torchcallbacks.checkpoint"
 WEIGHTS_FORMAT = "torchcallbacks.weights"
@@ -193,8 +192,10 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
 
 
 def _plain_module(module: torch.nn.Module) -> torch.nn.Module:
+    """The user's module inside DDP's, DataParallel's and ``torch.compile``'s wrappers."""
     wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
-    return module.module if isinstance(module, wrappers) else module
+    module = original_module(module)
+    return original_module(module.module) if isinstance(module, wrappers) else module
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -283,44 +284,6 @@ def _is_pickle(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
-def load_checkpoint(
-    path: str | os.PathLike,
-    model: torch.nn.Module | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-) -> dict[str, Any]:
-    """Load a weights file or a full checkpoint (``.pt`` or HDF5) into a model and optimizer.
-
-    Returns the loaded dict (the ``state_dict`` for a weights file; for a full checkpoint
-    ``{"model", "optimizer", "epoch", "logs", ...}``)::
-
-        model = Net()
-        optimizer = torch.optim.Adam(model.parameters())
-        state = load_checkpoint("ckpt/03-0.41.pt", model, optimizer)
-        state["epoch"], state["logs"]
-
-    All or nothing: when the file cannot be read, or does not fit the model or optimizer,
-    the error names the file and both are left exactly as they were.
-    """
-    if os.path.isdir(path):  # a sharded (DCP) checkpoint directory
-        from torchcallbacks.distributed_checkpoint import load_sharded_checkpoint
-
-        return load_sharded_checkpoint(path, model, optimizer)
-    data = load_file(path)
-    full = is_full_checkpoint(data)
-    if optimizer is not None and (not full or data.get("optimizer") is None):
-        raise ValueError(
-            f"{os.fspath(path)!r} holds no optimizer state (it is a weights-only file); "
-            "call load_checkpoint(path, model) without an optimizer, or save a full "
-            "checkpoint (ModelCheckpoint(save_weights_only=False) or trainer.save(path))."
-        )
-    load_states(
-        path,
-        model=None if model is None else (model, data["model"] if full else data),
-        optimizer=None if optimizer is None else (optimizer, data["optimizer"]),
-    )
-    return data
-
-
 def load_states(
     path: str | os.PathLike,
     model: tuple[torch.nn.Module, Mapping[str, Any]] | None = None,
@@ -334,7 +297,8 @@ def load_states(
     Errors name ``path``.
     """
     if model is not None:
-        model = (_plain_module(model[0]), model[1])
+        module = _plain_module(model[0])
+        model = (module, module_keys(module, model[1]))
         _check_fits(path, *model)
     pairs = [pair for pair in (model, optimizer, scaler) if pair is not None]
     saved = [(target, copy.deepcopy(target.state_dict())) for target, _ in pairs]
@@ -349,6 +313,20 @@ def load_states(
                 f"does not fit the {type(target).__name__} it was loaded into ({error}); "
                 "nothing was changed",
             ) from error
+
+
+def module_keys(module: torch.nn.Module, state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` with its keys named as ``module`` names them: weights saved from a
+    ``torch.compile``d module (keys with ``_orig_mod.``) fit the plain module, and weights of
+    the plain module fit one holding compiled submodules."""
+    own = module.state_dict().keys()
+    if all(key in own for key in state):
+        return state
+    plain = {key.replace("_orig_mod.", ""): key for key in own}
+    return {
+        key if key in own else plain.get(key.replace("_orig_mod.", ""), key): value
+        for key, value in state.items()
+    }
 
 
 def _check_fits(path: str | os.PathLike, module: torch.nn.Module, state: Mapping[str, Any]) -> None:
@@ -385,7 +363,7 @@ def require_h5py() -> Any:
 
 def _save_h5(path: str | os.PathLike, state: Mapping[str, Any], file_format: str) -> None:
     h5py = require_h5py()
-    from torchcallbacks import __version__
+    from torchcallbacks._version import __version__
 
     state = {_H5_GROUP_NAMES.get(key, key): value for key, value in state.items()}
     # Built in memory, then written by Python: the HDF5 library itself never writes to the
@@ -509,32 +487,3 @@ def _from_json(value: Any) -> Any:
 
 
 # -- reproducibility -------------------------------------------------------------------------
-def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
-    """Seed Python's ``random``, NumPy, torch (CPU and every CUDA device) with ``seed``.
-
-    Returns a ``torch.Generator`` seeded with ``seed``: pass it to your ``DataLoader`` as
-    ``generator=`` so the shuffling order and the worker seeds depend only on ``seed``
-    (PyTorch seeds ``random``, NumPy and torch inside each worker from it)::
-
-        generator = seed_everything(42)
-        loader = DataLoader(dataset, batch_size=32, shuffle=True, generator=generator,
-                            num_workers=2)
-
-    ``deterministic=True`` also asks torch for deterministic kernels
-    (``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN benchmark off), at
-    some speed cost on GPUs.
-    """
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an int in [0, 2**32); got {seed!r}")
-    os.environ["PYTHONHASHSEED"] = str(seed)  # for subprocesses (DataLoader workers too)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator

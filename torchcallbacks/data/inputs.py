@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from torchcallbacks import distributed
+from torchcallbacks.distributed import process_group as distributed
+from torchcallbacks.overrides import user_method
 from torchcallbacks.utils import expected_sync
 
 # Keep in-memory data on the GPU only when it takes at most this share of the free memory.
@@ -413,6 +414,38 @@ def make_batches(
     )
 
 
+def validation_batches(
+    validation_data: Any,
+    batch_size: int | None,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TensorBatches | LoaderBatches | None:
+    """The batches of `fit`'s ``validation_data``: ``(x_val, y_val)``, ``(x_val, y_val,
+    sample_weight)``, or anything `make_batches` takes; None without validation data."""
+    if validation_data is None:
+        return None
+    if isinstance(validation_data, tuple) and len(validation_data) in (2, 3):
+        x_val, y_val, weights = (*validation_data, None)[:3]
+        return make_batches(
+            x_val, y_val, batch_size, False, device, rank, world_size, sample_weight=weights
+        )
+    if isinstance(validation_data, tuple):
+        raise ValueError(
+            "validation_data must be (x_val, y_val), (x_val, y_val, sample_weight), a "
+            "DataLoader, a Dataset or an iterable of batches; got a tuple of "
+            f"{len(validation_data)} items."
+        )
+    return make_batches(validation_data, None, batch_size, False, device, rank, world_size)
+
+
+def batch_count(batches: TensorBatches | LoaderBatches) -> int | None:
+    """The number of batches, when known."""
+    if isinstance(batches, LoaderBatches) and not batches.has_len():
+        return None
+    return len(batches)
+
+
 def split_validation(
     x: Any, y: Any, fraction: float, sample_weight: Any = None
 ) -> tuple[tuple[Any, Any, Any], tuple[Any, Any, Any]]:
@@ -468,8 +501,6 @@ def from_data_module(x: Any, stage: str, validation_data: Any = None) -> tuple[A
     loader, and ``val_dataloader()`` unless ``validation_data`` is given; for "test"
     ``test_dataloader()``, else ``val_dataloader()``. Anything else is returned as it is.
     """
-    from torchcallbacks.lightning import user_method
-
     if isinstance(x, DataLoader | Dataset) or is_array_like(x):
         return x, validation_data
     loaders = {name: user_method(x, name) for name in _DATA_MODULE_LOADERS}

@@ -27,16 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from torchcallbacks.data.batches import batch_size, predict_inputs
 from torchcallbacks.metrics import Objective
+from torchcallbacks.models.plain import PlainKind
 from torchcallbacks.outputs import describe, logits_of, logits_or_output, returned_loss
-from torchcallbacks.steps import ObjectiveSteps, batch_size, predict_inputs
 
 if TYPE_CHECKING:
     from torchcallbacks.trainer import Trainer
 
 
-class OwnLossSteps(ObjectiveSteps):
-    """The `Trainer`'s batch strategy for modules that return their own loss."""
+class OwnLossKind(PlainKind):
+    """The kind of model for modules that return their own loss (see the module docstring)."""
 
     computes_own_loss = True  # fit(x) needs no y: the labels may sit inside x
 
@@ -99,7 +100,7 @@ class OwnLossSteps(ObjectiveSteps):
         total, values = self.objective(logits, labels)
         return total, values, logits
 
-    def train_batch(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
+    def training_loss(self, batch: Any, batch_index: int) -> tuple[torch.Tensor, list, int]:
         trainer = self.trainer
         if trainer.class_weights is not None:
             raise ValueError(
@@ -121,8 +122,6 @@ class OwnLossSteps(ObjectiveSteps):
         if self.objective.stateful:
             self.objective.update_stateful(logits, labels)
         return values, batch_size(labels if labels is not None else call[0])
-
-    test_batch = eval_batch
 
     def predict_batch(self, batch: Any, batch_index: int) -> Any:
         """The output's logits (attribute or key), else the output as it is."""

@@ -1,0 +1,33 @@
+"""The kinds of model: each owns what one batch does (see `base.ModelKind`).
+
+- `plain.PlainKind`: a module scored by the Trainer's ``loss`` and ``metrics``;
+- `own_loss.OwnLossKind`: a module that returns its own loss (HuggingFace models);
+- `lightning.LightningKind`: a module that defines ``training_step`` (LightningModules).
+
+`kind_for` picks one for a module and a loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from torchcallbacks.models.base import ModelKind
+from torchcallbacks.models.lightning import LightningKind
+from torchcallbacks.models.own_loss import OwnLossKind
+from torchcallbacks.models.plain import PlainKind
+from torchcallbacks.overrides import user_method
+
+
+def kind_for(module: torch.nn.Module, loss: Any) -> type[ModelKind]:
+    """With ``loss=``: `PlainKind`. Without: `LightningKind` when the module defines
+    ``training_step``, else `OwnLossKind` (the module returns its own loss)."""
+    if loss is not None:
+        return PlainKind
+    if user_method(module, "training_step") is not None:
+        return LightningKind
+    return OwnLossKind
+
+
+__all__ = ["LightningKind", "ModelKind", "OwnLossKind", "PlainKind", "kind_for"]

@@ -1,0 +1,166 @@
+"""`Trainer`'s methods outside its loops: Keras's Model methods besides fit, evaluate and
+predict (``train_on_batch``, ``test_on_batch``, ``predict_on_batch``, ``summary``, the weights
+and checkpoint files), and what callbacks ask of the trainer (the learning rate, the
+checkpoint state, the running logs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from torchcallbacks.callbacks.base import Callback, sanitize_logs
+from torchcallbacks.checks import check_weights_reach
+from torchcallbacks.data.batches import concatenate_outputs
+from torchcallbacks.distributed import checkpoint as distributed_checkpoint
+from torchcallbacks.optimizers import set_learning_rate
+from torchcallbacks.utils import expected_sync, preserved_modes
+from torchcallbacks.weighting import batch_from_arrays, class_weights_for
+
+if TYPE_CHECKING:
+    from torchcallbacks.trainer import Trainer
+
+
+class TrainerMethods:
+    """`Trainer`'s methods outside its loops (see the module docstring)."""
+
+    def train_on_batch(
+        self: Trainer,
+        x: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        class_weight: Mapping[int, float] | None = None,
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
+        """One optimizer step on one batch. Returns that batch's loss (and metrics) as
+        `evaluate` does; metrics restart at each call, as in Keras 3."""
+        self._require_optimizer("train_on_batch")
+        batch = self._single_batch(x, y, sample_weight, class_weight)
+        self._train_tracker.reset()
+        with preserved_modes(self._module):
+            if not self._module.training:
+                self._module.train()
+            values, size = self._kind.train_single_batch(batch)
+        self.class_weights = None
+        self._train_tracker.update(values, size)
+        return self._batch_results(self._train_tracker, return_dict)
+
+    def test_on_batch(
+        self: Trainer, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False
+    ) -> float | list[float] | dict[str, float]:
+        """The loss (and metrics) of one batch in eval mode, as `evaluate` returns them."""
+        batch = self._single_batch(x, y, sample_weight)
+        tracker = self._evaluation.tracker
+        tracker.reset()
+        with self._evaluation.inference("test"):
+            values, size = self._kind.test_batch(batch, 0)
+        tracker.update(values, size)
+        return self._batch_results(tracker, return_dict)
+
+    def predict_on_batch(self: Trainer, x: Any) -> Any:
+        """The module's outputs for one batch, in eval mode, on the CPU."""
+        batch = self._single_batch(x, None, None)
+        with self._evaluation.inference("predict"):
+            outputs = self._kind.predict_batch(batch, 0)
+        with expected_sync():
+            return concatenate_outputs([outputs], gather=False)
+
+    def _single_batch(
+        self: Trainer, x: Any, y: Any, sample_weight: Any, class_weight: Any = None
+    ) -> tuple[Any, ...]:
+        check_weights_reach(self, sample_weight, class_weight)
+        with expected_sync():
+            self.class_weights = class_weights_for(class_weight, sample_weight, self.device)
+            return batch_from_arrays(x, y, sample_weight, self.device)
+
+    def _batch_results(self: Trainer, tracker: Any, return_dict: bool) -> Any:
+        with expected_sync():
+            return results(tracker.logs(self._reduce), return_dict)
+
+    def summary(
+        self: Trainer, input_data: Any = None, print_fn: Callable[[str], Any] | None = print
+    ) -> str:
+        """Print and return Keras's table of the module's layers, output shapes and parameter
+        counts. The shapes come from ``input_data``, else from the last `fit`'s first batch
+        (one forward pass in eval mode, without gradients)."""
+        from torchcallbacks.summary import summarize
+
+        inputs = self.example_batch_inputs if input_data is None else input_data
+        text = summarize(self.model, inputs, self.device)
+        if print_fn is not None and self.is_main_process:
+            print_fn(text)
+        return text
+
+    def save_weights(self: Trainer, path: str) -> None:
+        """Save the module's full ``state_dict`` (``.h5``/``.hdf5``: HDF5, else
+        ``torch.save``). Under torchrun call it on every rank: rank 0 writes."""
+        distributed_checkpoint.save_weights(self, path)
+
+    def load_weights(self: Trainer, path: str) -> None:
+        """Load weights saved by `save_weights`, `save` or ModelCheckpoint into the module."""
+        distributed_checkpoint.load_weights(self, path)
+
+    def save(self: Trainer, path: str) -> None:
+        """Save a full checkpoint: module, optimizer, epoch, callbacks' state, RNG (a
+        directory of shards under ``strategy="fsdp"``; call it on every rank)."""
+        distributed_checkpoint.save_full(self, path)
+        distributed_checkpoint.finish_saves()
+
+    # -- for callbacks -----------------------------------------------------------------------
+    def get_lr(self: Trainer) -> float:
+        """The learning rate of the optimizer's first parameter group."""
+        return float(self._require_optimizer("read the learning rate").param_groups[0]["lr"])
+
+    def set_lr(self: Trainer, value: float) -> None:
+        """Set the learning rate; other parameter groups keep their ratio to the first."""
+        set_learning_rate(self._require_optimizer("set the learning rate"), value)
+
+    def _require_optimizer(self: Trainer, action: str) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            raise ValueError(
+                f"Cannot {action} without an optimizer: pass one to Trainer, e.g. "
+                "Trainer(model, optimizer=torch.optim.Adam(model.parameters()), loss=...) "
+                'or optimizer="adam".'
+            )
+        return self.optimizer
+
+    def running_logs(self: Trainer) -> dict[str, Any]:
+        """The running means of the loop in progress (training epoch or evaluation), as
+        floats: what batch logs hold. One host sync; for callbacks that read them rarely."""
+        return sanitize_logs(self._active_tracker.logs())
+
+    def checkpoint_state(
+        self: Trainer,
+        epoch: int | None = None,
+        logs: Mapping[str, Any] | None = None,
+        saved_by: Callback | None = None,
+    ) -> dict[str, Any]:
+        """Everything needed to reload or resume, as plain containers and tensors.
+
+        The tensors are the live ones (no copies): save the dict at once, or deep-copy it.
+        A callback saving from its batch-end or epoch-end hook passes itself as ``saved_by``
+        (see `ResumeState.checkpoint`).
+        """
+        return self._resume.checkpoint(epoch, logs, saved_by)
+
+    def load_checkpoint_state(
+        self: Trainer, state: Mapping[str, Any], resume: bool = False
+    ) -> None:
+        """Load the module, optimizer and scaler of a checkpoint; ``resume`` also schedules
+        an exact resume of training (see `request_resume`)."""
+        self._resume.load_weights_and_optimizer(state)
+        if resume:
+            self.request_resume(state)
+
+    def request_resume(self: Trainer, state: Mapping[str, Any]) -> None:
+        """Resume from ``state`` once every callback has run ``on_train_begin``."""
+        self._resume.pending = state
+
+
+def results(logs: dict[str, Any], return_dict: bool) -> Any:
+    """What Keras's evaluate and *_on_batch return: the logs, the loss alone, or a list."""
+    if return_dict:
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values
