@@ -3,10 +3,14 @@ in ``ddp_scripts``)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 import torch
+
+# MLflow reports usage over the network unless told not to: the tests reach only loopback.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @pytest.fixture(autouse=True)

@@ -37,6 +37,18 @@ EPOCHS = 4
 torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 
 
+def seeded_run(samples: int) -> tuple[Trainer, torch.Tensor, torch.Tensor]:
+    """A small model with dropout (its RNG state must be resumed too) and its data."""
+    generator = seed_everything(0)
+    x = torch.randn(samples, 6, generator=generator)
+    y = (x[:, :2].sum(1, keepdim=True) > 0).float()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(8, 1)
+    )
+    trainer = Trainer(model, optimizer="adam", loss="mse", metrics=["mae"], device="cpu")
+    return trainer, x, y
+
+
 def train(work: str, data: str, kill_at_save: tuple[int, str] | None) -> None:
     """One run of the user's script (in a forked child); ``kill_at_save=(n, phase)`` kills
     this process at the n-th file replaced, just ``before`` or ``after`` the rename."""
@@ -52,13 +64,8 @@ def train(work: str, data: str, kill_at_save: tuple[int, str] | None) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     os.replace = replace  # this process only: a forked child
-    generator = seed_everything(0)
-    x = torch.randn(40, 6, generator=generator)
-    y = (x[:, :2].sum(1, keepdim=True) > 0).float()
-    model = torch.nn.Sequential(
-        torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(8, 1)
-    )
-    trainer = Trainer(model, optimizer="adam", loss="mse", metrics=["mae"], device="cpu")
+    trainer, x, y = seeded_run(40)
+    model = trainer.model
     if data == "loader":  # the DataLoader with a seeded generator that the docs recommend
         dataset = torch.utils.data.TensorDataset(x[:32], y[:32])
         loader = torch.utils.data.DataLoader(

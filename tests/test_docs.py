@@ -23,6 +23,7 @@ RUN_EXAMPLES = [
     "docs/index.md",
     "docs/getting_started.md",
     "docs/performance.md",
+    "docs/tracking.md",
     *sorted(str(p.relative_to(ROOT)) for p in (DOCS / "callbacks").glob("*.md")),
 ]
 

@@ -28,9 +28,10 @@ def test_top_level_and_callbacks_exports():
 
 def test_import_loads_no_optional_extra():
     code = (
-        "import sys, torchcallbacks\n"
+        "import sys, torchcallbacks, torchcallbacks.integrations\n"
         "print(sorted(m for m in ('h5py', 'tensorboard', 'requests', 'torchvision', "
-        "'matplotlib', 'torchinfo', 'torchview', 'graphviz') if m in sys.modules))"
+        "'matplotlib', 'torchinfo', 'torchview', 'graphviz', 'mlflow', 'optuna') "
+        "if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
