@@ -95,7 +95,7 @@ class AutomaticSteps:
             batch = self.transfer(as_given(batch))
             start = self.calls.on_train_batch_start
             if start is not None and start(batch, batch_index) == -1:
-                self.step_epoch_schedulers()  # the epoch ends here, as in Lightning
+                self.step_schedulers(batch_index, last=True)  # the epoch ends: as in Lightning
                 return None
             outputs, loss = self.optimize(batch, batch_index, trainer.accumulate_grad_batches)
             end = self.calls.on_train_batch_end
@@ -129,11 +129,7 @@ class AutomaticSteps:
         self.step(batch_index, closure)
         self.pending = False
         if schedulers:
-            for config in self.scheduler_configs:
-                if config.interval == "step" and (batch_index + 1) % config.frequency == 0:
-                    self.scheduler_step(config)
-            if last is not None and batch_index + 1 == last:
-                self.step_epoch_schedulers()
+            self.step_schedulers(batch_index, last is not None and batch_index + 1 == last)
         return closure.outputs, closure.loss
 
     def step(self: LightningKind, batch_index: int, closure: Any) -> None:
@@ -213,6 +209,15 @@ class AutomaticSteps:
         return log.entries, batch_size_of(as_given(batch))
 
     # -- learning-rate schedulers ----------------------------------------------------------
+    def step_schedulers(self: LightningKind, batch_index: int, last: bool) -> None:
+        """After an optimizer step (or the batch that ends the epoch): the step-interval
+        schedulers due, then at the epoch's last batch the epoch-interval ones."""
+        for config in self.scheduler_configs:
+            if config.interval == "step" and (batch_index + 1) % config.frequency == 0:
+                self.scheduler_step(config)
+        if last:
+            self.step_epoch_schedulers()
+
     def step_epoch_schedulers(self: LightningKind) -> None:
         """Step the epoch-interval schedulers (but ReduceLROnPlateau) due this epoch."""
         if self.epoch_stepped:
