@@ -136,21 +136,32 @@ def test_lightning_builtin_callbacks_are_refused_naming_the_equivalent():
 
 
 def test_hooks_this_trainer_does_not_call_get_one_warning_naming_them():
+    """The sanity check hooks (no sanity check runs, as num_sanity_val_steps=0); the
+    callback's on_exception is called when fit fails, as in Lightning."""
+    failures = []
+
     class Sanity(LightningCallback):
         def on_sanity_check_start(self, trainer, pl_module):
             pass
 
         def on_exception(self, trainer, pl_module, exception):
-            pass
+            failures.append(str(exception))
 
-    trainer = Trainer(Boring(), device="cpu")
-    with pytest.warns(UserWarning) as caught:
+    class Fails(Boring):
+        def on_train_epoch_end(self):
+            raise RuntimeError("at the end of epoch 0")
+
+    trainer = Trainer(Fails(), device="cpu")
+    with pytest.warns(UserWarning) as caught, pytest.raises(RuntimeError, match="epoch 0"):
         trainer.fit(DataLoader(torch.randn(8, 4), batch_size=4), epochs=1, verbose=0,
                     callbacks=[Sanity()])  # fmt: skip
     messages = [str(w.message) for w in caught if "will not be called" in str(w.message)]
-    assert len(messages) == 1
-    assert "Sanity.on_sanity_check_start (this Trainer runs no sanity check" in messages[0]
-    assert "Sanity.on_exception" in messages[0]
+    assert messages == [
+        "These hooks are defined but will not be called: Sanity.on_sanity_check_start (this "
+        "Trainer runs no sanity check before training (as "
+        "lightning.Trainer(num_sanity_val_steps=0)))."
+    ]
+    assert failures == ["at the end of epoch 0"]
 
 
 def test_configure_callbacks_and_logging_where_lightning_forbids_it():

@@ -274,6 +274,9 @@ class Trainer(TrainerMethods):
                     if stop:
                         self.stop_training = True
                         break
+            except BaseException as error:
+                self._kind.on_exception(error)
+                raise
             finally:
                 self._resume.in_epoch = False
                 self.class_weights = None

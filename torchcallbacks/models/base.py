@@ -78,6 +78,9 @@ class ModelKind:
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         """Called with a full checkpoint before the trainer loads it."""
 
+    def on_exception(self, error: BaseException) -> None:
+        """Called when an exception (or Ctrl-C) ends `fit`, before it propagates."""
+
     def validates(self) -> bool:
         """Whether `fit` can run the validation data it was given."""
         return True

@@ -61,6 +61,7 @@ CALLBACK_HOOKS = (
     "on_predict_start", "on_predict_end", "on_predict_epoch_start", "on_predict_epoch_end",
     "on_predict_batch_start", "on_predict_batch_end",
     "on_save_checkpoint", "on_load_checkpoint", "state_dict", "load_state_dict",
+    "on_exception",
 )  # fmt: skip
 
 # The data module's hooks called here (with its loaders, prepare_data and setup are called
@@ -68,18 +69,17 @@ CALLBACK_HOOKS = (
 # precedence over the module's, as in Lightning.
 TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 DATAMODULE_HOOKS = ("prepare_data", "setup", *TRANSFER_HOOKS, "teardown", "state_dict",
-                    "load_state_dict")  # fmt: skip
+                    "load_state_dict", "on_exception")  # fmt: skip
 
 NOT_CALLED = {
     "on_sanity_check_start": "this Trainer runs no sanity check before training (as "
     "lightning.Trainer(num_sanity_val_steps=0))",
     "on_sanity_check_end": "this Trainer runs no sanity check before training (as "
     "lightning.Trainer(num_sanity_val_steps=0))",
-    "on_exception": "this Trainer lets exceptions propagate without calling back",
 }
 
 # What `HookCalls` resolves: the hooks called on the module and its Lightning callbacks.
-_RESOLVED = tuple(dict.fromkeys(MODULE_HOOKS + CALLBACK_HOOKS[:-2]))
+_RESOLVED = tuple(dict.fromkeys(MODULE_HOOKS + CALLBACK_HOOKS[:-3]))
 _MODULE_ONLY = frozenset(MODULE_HOOKS) - frozenset(CALLBACK_HOOKS)
 
 
@@ -156,7 +156,7 @@ def _lightning_hooks(base: str) -> tuple[str, ...]:
     ours = {
         "LightningModule": MODULE_HOOKS,
         "Callback": CALLBACK_HOOKS + tuple(NOT_CALLED),
-        "LightningDataModule": DATAMODULE_HOOKS + ("on_exception",),
+        "LightningDataModule": DATAMODULE_HOOKS,
     }[base]
     names = dict.fromkeys(ours)
     lightning = sys.modules.get("lightning.pytorch")  # a Lightning class exists only then

@@ -51,13 +51,12 @@ class ModuleHooks(Callback):
         values = _epoch_values(entries)
         logs.update(values)
         view.callback_metrics.update(_as_tensors(values))
-        if kind.scheduler_configs:
+        if kind.scheduler_configs and kind.automatic:  # (manual: training_step steps them)
             logs["lr"] = kind.trainer.get_lr() if kind.epoch_lr is None else kind.epoch_lr
-            if kind.automatic:
-                for config in kind.scheduler_configs:
-                    due = (epoch + 1) % config.frequency == 0
-                    if config.reduce_on_plateau and config.interval == "epoch" and due:
-                        kind.scheduler_step(config, logs)
+            for config in kind.scheduler_configs:
+                due = (epoch + 1) % config.frequency == 0
+                if config.reduce_on_plateau and config.interval == "epoch" and due:
+                    kind.scheduler_step(config, logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.kind.end_fit()

@@ -197,7 +197,12 @@ class Stages:
             self.opening_entries = self.run_hook(f"on_{name}_start", logs)
             self.opening_entries += self.run_hook(f"on_{name}_epoch_start", logs)
             self.pending_epoch_end = f"on_{name}_epoch_end"
-            yield
+            try:
+                yield
+            except BaseException as error:
+                if not in_fit:  # (in fit, fit reports it)
+                    self.on_exception(error)
+                raise
             if not logs:  # (evaluation's epoch end ran when its logs were read)
                 self.run_hook("on_predict_epoch_end", logs=False)
             self.run_hook(f"on_{name}_end", logs=False)
@@ -221,6 +226,18 @@ class Stages:
         name, self.pending_epoch_end = self.pending_epoch_end, None
         opening, self.opening_entries = self.opening_entries, []
         return opening + ([] if name is None else self.run_hook(name))
+
+    def on_exception(self: LightningKind, error: BaseException) -> None:
+        """The Lightning callbacks' and the data module's ``on_exception``, as Lightning calls
+        them when a run fails."""
+        for callback in self.lightning_callbacks:
+            hook = user_method(callback, "on_exception")
+            if hook is not None:
+                hook(self.view, self.module, error)
+        datamodule = self.trainer.datamodule
+        hook = None if datamodule is None else user_method(datamodule, "on_exception")
+        if hook is not None:
+            hook(error)
 
     # -- full checkpoints ------------------------------------------------------------------
     def on_save_checkpoint(self: LightningKind, checkpoint: dict[str, Any]) -> None:
