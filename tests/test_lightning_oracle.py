@@ -156,10 +156,10 @@ def _both(stage: str, module_class: type = Boring, callbacks: bool = False, **op
 
 @pytest.mark.parametrize("stage", ["fit", "validate", "test", "predict"])
 def test_the_same_hooks_in_the_same_order_as_lightning(stage):
-    (theirs, their_module, _), (ours, our_module, _) = _both(stage)
+    (theirs, their_module, lightning), (ours, our_module, trainer) = _both(stage)
     assert ours == theirs
     names = {call[0] for call in ours}
-    if stage == "fit":  # every hook, and the same weights at the end
+    if stage == "fit":  # every hook, the same weights and logged values at the end
         elsewhere = {"test_step", "predict_step", "configure_callbacks", "on_save_checkpoint",
                      "on_load_checkpoint"}  # fmt: skip
         assert names == {n for n in RECORDED if not n.startswith(("on_test", "on_predict"))} - (
@@ -167,6 +167,11 @@ def test_the_same_hooks_in_the_same_order_as_lightning(stage):
         )
         for theirs_p, ours_p in zip(their_module.parameters(), our_module.parameters()):
             assert torch.equal(theirs_p, ours_p)
+        logged = trainer.history.history  # (Lightning's train_loss_epoch: ours is train_loss)
+        metrics = lightning.callback_metrics
+        assert logged["train_loss"][-1] == pytest.approx(metrics["train_loss_epoch"].item())
+        assert logged["val_loss"][-1] == pytest.approx(metrics["val_loss"].item())
+        assert trainer.get_lr() == pytest.approx(lightning.optimizers[0].param_groups[0]["lr"])
 
 
 def test_lightning_callbacks_get_their_hooks_before_the_module_as_in_lightning():

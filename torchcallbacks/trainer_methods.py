@@ -79,9 +79,8 @@ class TrainerMethods:
         """Lightning's ``trainer.validate``: `evaluate` with ``validation_step`` and the
         validation hooks, on ``dataloaders`` or the data module's ``val_dataloader()``;
         ``[logs]`` (one dict, as Lightning returns for one loader)."""
-        data = self._lightning_data(model, dataloaders, ckpt_path, datamodule)
-        return [self._evaluate(data, None, 32, "auto" if verbose else 0, None, None, None,
-                               "validate")]  # fmt: skip
+        return self._lightning_evaluation("validate", model, dataloaders, ckpt_path, verbose,
+                                          datamodule)  # fmt: skip
 
     def test(
         self: Trainer,
@@ -93,23 +92,32 @@ class TrainerMethods:
     ) -> list[dict[str, float]]:
         """Lightning's ``trainer.test``: `evaluate` (``test_step`` and the test hooks) on
         ``dataloaders`` or the data module's ``test_dataloader()``; ``[logs]``."""
-        data = self._lightning_data(model, dataloaders, ckpt_path, datamodule)
-        return [self._evaluate(data, None, 32, "auto" if verbose else 0, None, None, None,
-                               "test")]  # fmt: skip
+        return self._lightning_evaluation("test", model, dataloaders, ckpt_path, verbose,
+                                          datamodule)  # fmt: skip
 
-    def _lightning_data(
-        self: Trainer, model: Any, dataloaders: Any, ckpt_path: str | None, datamodule: Any
-    ) -> Any:
+    def _lightning_evaluation(
+        self: Trainer,
+        stage: str,
+        model: Any,
+        dataloaders: Any,
+        ckpt_path: str | None,
+        verbose: bool,
+        datamodule: Any,
+    ) -> list[dict[str, float]]:
         if model is not None and model is not self.model:
             raise ValueError(
                 "This Trainer evaluates the module it was built with; pass no model (or "
                 "that module): trainer.validate(dataloaders=...)."
             )
+        if dataloaders is not None and datamodule is not None:
+            raise ValueError("Pass either dataloaders= or datamodule=, not both.")
+        data = next((d for d in (dataloaders, datamodule, model) if d is not None), None)
+        if data is None:
+            raise ValueError(f"trainer.{stage} needs data: dataloaders=... or datamodule=...")
         if ckpt_path is not None:
             self.load_weights(ckpt_path)
-        if (dataloaders is None) == (datamodule is None) and model is None:
-            raise ValueError("Pass the data: dataloaders=... or datamodule=...")
-        return dataloaders if dataloaders is not None else datamodule or model
+        verbosity = "auto" if verbose else 0
+        return [self._evaluate(data, None, 32, verbosity, None, None, None, stage)]
 
     def _data_of(
         self: Trainer, x: Any, stage: str, validation_data: Any = None, datamodule: Any = None

@@ -95,9 +95,9 @@ class AutomaticSteps:
             batch = self.transfer(as_given(batch))
             start = self.calls.on_train_batch_start
             if start is not None and start(batch, batch_index) == -1:
-                self.step_schedulers(batch_index, last=True)  # the epoch ends: as in Lightning
+                self.epoch_cut(batch_index)
                 return None
-            outputs, loss = self.optimize(batch, batch_index, trainer.accumulate_grad_batches)
+            outputs, loss = self.run_batch(batch, batch_index)
             end = self.calls.on_train_batch_end
             if end is not None:
                 end(outputs, batch, batch_index)
@@ -107,6 +107,16 @@ class AutomaticSteps:
         if loss is not None and not any(entry[0] == "loss" for entry in entries):
             entries.insert(0, ("loss", loss, False, True, None))
         return entries, batch_size_of(batch)
+
+    def run_batch(
+        self: LightningKind, batch: Any, batch_index: int
+    ) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """What ``on_train_batch_end`` receives, and the loss for the epoch's logs."""
+        return self.optimize(batch, batch_index, self.trainer.accumulate_grad_batches)
+
+    def epoch_cut(self: LightningKind, batch_index: int) -> None:
+        """``on_train_batch_start`` returned -1: the schedulers due step, as in Lightning."""
+        self.step_schedulers(batch_index, last=True)
 
     def optimize(
         self: LightningKind, batch: Any, batch_index: int, accumulate: int, schedulers: bool = True

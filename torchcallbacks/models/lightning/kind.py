@@ -77,6 +77,12 @@ class LightningKind(Stages, AutomaticSteps, PlainKind):
                 "training_step would skip gradient synchronisation. Pass the module itself; "
                 "under torchrun the Trainer wraps it so that DDP runs training_step."
             )
+        legacy = user_method(module, "configure_sharded_model")
+        if legacy is not None and user_method(module, "configure_model") is not None:
+            raise ValueError(
+                f"{owner} overrides both configure_model and configure_sharded_model; the "
+                "latter is deprecated: move its code into configure_model (as Lightning asks)."
+            )
         self.module = module
         self.view = LightningTrainerView(trainer, self)
         self.strategy = Strategy(self)

@@ -24,7 +24,6 @@ from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.distributed.fsdp import is_sharded
 from torchcallbacks.models.lightning.batches import as_given, batch_size_of
 from torchcallbacks.models.lightning.kind import LightningKind
-from torchcallbacks.models.lightning.self_log import ACTIVE_LOG, StepLog
 from torchcallbacks.overrides import is_lightning_module
 
 if TYPE_CHECKING:
@@ -79,34 +78,19 @@ class ManualLightningKind(LightningKind):
                 "'auto'), not strategy='fsdp'."
             )
 
-    def train_batch(self, batch: Any, batch_index: int) -> tuple[Any, int] | None:
-        trainer = self.trainer
-        if trainer.example_batch_inputs is None:
-            trainer.example_batch_inputs = self._example_inputs(batch)
-        log = StepLog(on_step=True, on_epoch=False)
-        token = ACTIVE_LOG.set(log)
+    def run_batch(self, batch: Any, batch_index: int) -> tuple[dict[str, Any], Any]:
+        """``training_step`` alone: it steps the optimizers itself."""
+        self.in_training_step = True
         try:
-            batch = self.transfer(as_given(batch))
-            start = self.calls.on_train_batch_start
-            if start is not None and start(batch, batch_index) == -1:
-                return None
-            self.in_training_step = True
-            try:
-                output = self.training_step(batch, batch_index)
-            finally:
-                self.in_training_step = False
-            outputs = self._outputs(output)
-            end = self.calls.on_train_batch_end
-            if end is not None:
-                end(outputs, batch, batch_index)
+            outputs = self._outputs(self.training_step(batch, batch_index))
         finally:
-            ACTIVE_LOG.reset(token)
-        entries = log.entries
+            self.in_training_step = False
         loss = outputs.get("loss")
-        logged = any(entry[0] == "loss" for entry in entries)
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and not logged:
-            entries.insert(0, ("loss", loss.reshape(()), False, True, None))
-        return entries, batch_size_of(batch)
+        scalar = isinstance(loss, torch.Tensor) and loss.numel() == 1
+        return outputs, loss.reshape(()) if scalar else None
+
+    def epoch_cut(self, batch_index: int) -> None:
+        pass  # training_step steps the schedulers, as in Lightning
 
     def _outputs(self, output: Any) -> dict[str, Any]:
         """Lightning's manual outputs: the dict ``training_step`` returned, or its tensor as
