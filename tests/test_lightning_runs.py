@@ -179,6 +179,14 @@ def test_configure_callbacks_and_logging_where_lightning_forbids_it():
             DataLoader(torch.randn(8, 4), batch_size=4), epochs=1, verbose=0
         )
 
+    class LogsInPredictStep(Boring):
+        def predict_step(self, batch, batch_idx):
+            self.log("nothing_collects_this", 1.0)
+            return self(batch)
+
+    with pytest.raises(ValueError, match="not allowed in predict_step"):
+        Trainer(LogsInPredictStep(), device="cpu").predict(torch.randn(8, 4), verbose=0)
+
 
 def test_layers_built_in_setup_get_their_optimizer_when_fit_starts():
     """As in Lightning: setup and configure_model run before configure_optimizers."""

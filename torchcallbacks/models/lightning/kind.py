@@ -19,7 +19,7 @@ from torchcallbacks.models.lightning.optimizers import (
     SchedulerConfig,
     configure_optimizers,
 )
-from torchcallbacks.models.lightning.self_log import ACTIVE_LOG, RoutedLog, StepLog
+from torchcallbacks.models.lightning.self_log import ACTIVE_LOG, ForbiddenLog, RoutedLog, StepLog
 from torchcallbacks.models.lightning.stages import Stages
 from torchcallbacks.models.lightning.strategy import Strategy
 from torchcallbacks.models.lightning.tracker import LoggedTracker
@@ -160,13 +160,6 @@ class LightningKind(Stages, AutomaticSteps, PlainKind):
         super().missing_optimizer(action)
 
     # -- the step methods ------------------------------------------------------------------
-    def _call(self, step: Callable[..., Any], log: StepLog | None, *args: Any) -> Any:
-        token = ACTIVE_LOG.set(log)
-        try:
-            return self._autocast(step, *args)
-        finally:
-            ACTIVE_LOG.reset(token)
-
     def _autocast(self, step: Callable[..., Any], *args: Any) -> Any:
         dtype = self.trainer._autocast_dtype
         if dtype is None:
@@ -252,16 +245,20 @@ class LightningKind(Stages, AutomaticSteps, PlainKind):
         return log.entries, batch_size_of(batch)
 
     def predict_batch(self, batch: Any, batch_index: int) -> Any:
-        batch = self.transfer(as_given(batch))
-        start, end = self.batch_hooks
-        if start is not None:
-            start(batch, batch_index)
-        if self.predict_step is None:
-            output = super().predict_batch(batch, batch_index)
-        else:
-            output = self._call(self.predict_step, None, batch, batch_index)
-        if end is not None:
-            end(output, batch, batch_index)
+        token = ACTIVE_LOG.set(ForbiddenLog("predict_step and the predict hooks"))
+        try:
+            batch = self.transfer(as_given(batch))
+            start, end = self.batch_hooks
+            if start is not None:
+                start(batch, batch_index)
+            if self.predict_step is None:
+                output = super().predict_batch(batch, batch_index)
+            else:
+                output = self._autocast(self.predict_step, batch, batch_index)
+            if end is not None:
+                end(output, batch, batch_index)
+        finally:
+            ACTIVE_LOG.reset(token)
         return output
 
 
