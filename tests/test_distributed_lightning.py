@@ -50,6 +50,10 @@ def runs(tmp_path_factory):
         if name != "fsdp"  # the same single-process run as "ddp"
     }
     single["fsdp"] = single["ddp"]
+    single["manual"] = lightning_ddp.fit_once(
+        str(out / "single_manual.pt"), lightning_ddp.ManualTwoOptimizers
+    )
+    single["hooks"] = lightning_ddp.hook_calls()
     return out, ranks, single
 
 
@@ -92,6 +96,28 @@ def test_saved_weights_load_into_a_fresh_module_without_prefixes(runs, name):
     x_val, _ = lightning_ddp.data(24, seed=2)
     predicted = Trainer(fresh, device="cpu").predict(x_val[:5], verbose=0)
     torch.testing.assert_close(predicted, torch.tensor(rank0[name]["predict"]), atol=1e-5, rtol=0)
+
+
+def test_manual_optimization_with_two_optimizers_under_ddp_equals_one_process(runs):
+    """manual_backward averages each backward pass's gradients over the ranks: two
+    toggled optimizers end with the weights of one process on the same global batches."""
+    _, (rank0, rank1), single = runs
+    expected, first, second = single["manual"], rank0["manual"], rank1["manual"]
+    assert first["weights"] == second["weights"]
+    assert first["weights"] == pytest.approx(expected["weights"], abs=1e-5)
+    assert sorted(first["history"]) == ["head_mse", "train_mse", "val_loss"]
+    for key, values in expected["history"].items():
+        assert first["history"][key] == pytest.approx(values, rel=1e-5, abs=1e-6), key
+
+
+def test_the_same_hooks_in_the_same_order_under_ddp_as_in_one_process(runs):
+    """prepare_data runs on rank 0 only (every rank waits for it), as in Lightning."""
+    _, (rank0, rank1), single = runs
+    assert rank0["hooks"] == single["hooks"]
+    assert rank1["hooks"] == [name for name in single["hooks"] if name != "prepare_data"]
+    assert {"on_before_backward", "optimizer_step", "on_validation_batch_end"} <= set(
+        single["hooks"]
+    )
 
 
 def test_a_lightning_module_the_user_wrapped_in_ddp_gets_an_error_naming_the_fix(runs):

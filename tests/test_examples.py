@@ -135,6 +135,17 @@ def check_lightning_port(out: Path) -> None:
     _curves(out)
 
 
+def check_gan(out: Path) -> None:
+    """Manual optimization: two optimizer steps a batch, and the generator learns."""
+    printed = _run("gan.py", out, "--epochs", "12")
+    assert "optimizer steps: 192 (two per batch)" in printed  # 512 samples, batches of 64
+    before, after = map(float, re.findall(r"real one: ([\d.]+) -> ([\d.]+)", printed)[0])
+    assert after < before / 2
+    rows = _rows(out / "log.csv")
+    assert len(rows) == 12 and {"d_loss", "g_loss"} <= set(rows[0])
+    _curves(out)
+
+
 def check_resume(out: Path) -> None:
     """With its defaults, the example crashes mid-epoch, reruns, continues from the backup,
     and ends exactly as a run that was never interrupted."""
@@ -166,6 +177,7 @@ CHECKS = {
     "cifar_resnet.py": check_cifar_resnet,
     "multi_io.py": check_multi_io,
     "lightning_port.py": check_lightning_port,
+    "gan.py": check_gan,
     "resume.py": check_resume,
 }
 

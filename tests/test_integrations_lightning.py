@@ -135,9 +135,15 @@ def test_demo_model_trains_on_its_own_loss():
     assert losses[-1] < losses[0]
 
 
+class OfflineTransformer(LightningTransformer):
+    def prepare_data(self) -> None:
+        """Its own downloads WikiText-2, as fit calls it (lightning.Trainer too): these
+        tests give their own tokens."""
+
+
 def test_lightning_transformer_demo_trains():
     torch.manual_seed(0)
-    model = LightningTransformer(vocab_size=16)
+    model = OfflineTransformer(vocab_size=16)
     tokens = torch.randint(0, 16, (8, 13))
     batches = DataLoader(TensorDataset(tokens[:, :-1], tokens[:, 1:]), batch_size=4)
     trainer = Trainer(model, device="cpu")
@@ -377,7 +383,8 @@ def test_every_documented_configure_optimizers_form(form, final_lr):
     trainer.fit(DataLoader(torch.randn(16, 32), batch_size=4), epochs=2, verbose=0)
     assert trainer.get_lr() == pytest.approx(final_lr)
     assert lrs[0] == 0.1 and len(lrs) == 2
-    assert model.optimizers() is trainer.optimizer
+    assert model.optimizers().optimizer is trainer.optimizer  # Lightning's wrapper, as there
+    assert model.optimizers(use_pl_optimizer=False) is trainer.optimizer
 
 
 def test_trainer_should_stop_and_unknown_trainer_attributes():
@@ -394,8 +401,8 @@ def test_trainer_should_stop_and_unknown_trainer_attributes():
     history = trainer.fit(DataLoader(torch.randn(8, 32), batch_size=4), epochs=5, verbose=0)
     assert history.epoch == [0, 1] and trainer.stop_training
     assert model.trainer.callback_metrics["loss"].item() == history.history["loss"][-1]
-    with pytest.raises(AttributeError, match="estimated_stepping_batches is a lightning.Trainer"):
-        model.trainer.estimated_stepping_batches  # noqa: B018
+    with pytest.raises(AttributeError, match="fit_loop is a lightning.Trainer attribute"):
+        model.trainer.fit_loop  # noqa: B018
 
 
 def test_validation_data_without_a_validation_step_is_skipped_with_a_warning():

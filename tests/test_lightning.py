@@ -214,10 +214,10 @@ def test_log_outside_a_trainer_step_is_a_no_op():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"training_step": lambda self, b, i: None}, "must return the loss"),
+        ({"training_step": lambda self, b, i: "loss"}, "must return the loss"),
         (
             {"configure_optimizers": lambda self: [torch.optim.SGD(self.parameters(), lr=0.1)] * 2},
-            "must return one torch.optim.Optimizer",
+            "several optimizers needs manual optimization",
         ),
         (
             {"training_step": lambda self, b, i: self.log("vec", b[0]) or self(b[0]).sum()},

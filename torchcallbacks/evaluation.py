@@ -49,7 +49,7 @@ class EvaluationLoop:
         lockstep = Lockstep(trainer, batches, steps)
         step = lockstep.counted(step)
         try:
-            with self.inference(stage):
+            with self.inference(stage, run=True):
                 for batch_index, batch in enumerate(batches.epoch(0, trainer._data_generator)):
                     if steps is not None and batch_index >= steps:
                         break
@@ -64,10 +64,10 @@ class EvaluationLoop:
                     if trainer.stop_evaluating:
                         break
                 lockstep.finish()
+                with expected_sync():  # in eval mode: the epoch-end hooks run here
+                    logs = tracker.logs(trainer._reduce)
         finally:
             trainer._active_tracker = training_tracker
-        with expected_sync():
-            logs = tracker.logs(trainer._reduce)
         callbacks.on_test_end(logs)
         return logs
 
@@ -81,7 +81,7 @@ class EvaluationLoop:
         outputs: list[Any] = []
         lockstep = Lockstep(trainer, batches, steps)
         predict_batch = lockstep.counted(trainer._kind.predict_batch)
-        with self.inference("predict"):
+        with self.inference("predict", run=True):
             for batch_index, batch in enumerate(batches.epoch(0, trainer._data_generator)):
                 if steps is not None and batch_index >= steps:
                     break
@@ -102,14 +102,14 @@ class EvaluationLoop:
             )
 
     @contextlib.contextmanager
-    def inference(self, stage: str) -> Iterator[None]:
+    def inference(self, stage: str, run: bool = False) -> Iterator[None]:
         """``no_grad`` and the kind's evaluation mode for ``stage`` ("validate", "test" or
-        "predict"), on the module evaluation runs on."""
+        "predict"), on the module evaluation runs on; ``run``: around a whole loop."""
         trainer = self.trainer
         running = trainer._module
         trainer._module = evaluation_module(running, trainer.model)
         try:
-            with trainer._kind.evaluation_mode(trainer._module, stage), torch.no_grad():
+            with torch.no_grad(), trainer._kind.evaluation_mode(trainer._module, stage, run):
                 yield
         finally:
             trainer._module = running

@@ -1,6 +1,6 @@
 """Which methods a user's class defines, as opposed to the stubs of library base classes
-(torch's ``nn.Module``, Lightning's ``LightningModule``/``LightningDataModule``, this
-package's own mixins)."""
+(torch's ``nn.Module``, Lightning's ``LightningModule``/``LightningDataModule``/``Callback``,
+this package's own mixins)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,18 @@ _LIGHTNING_BASES = {
     "lightning.pytorch.core.datamodule.LightningDataModule",
     "pytorch_lightning.core.module.LightningModule",
     "pytorch_lightning.core.datamodule.LightningDataModule",
+    "lightning.pytorch.callbacks.callback.Callback",
+    "pytorch_lightning.callbacks.callback.Callback",
 }
 
 
 def is_lightning_base(cls: type) -> bool:
-    """Lightning's own ``LightningModule``/``LightningDataModule``: by identity when Lightning
-    is loaded (a subclass of it can only exist then), else by qualified name."""
+    """Lightning's own ``LightningModule``/``LightningDataModule``/``Callback``: by identity
+    when Lightning is loaded (a subclass of it can only exist then), else by qualified name."""
     for package in ("lightning.pytorch", "pytorch_lightning"):
         loaded = sys.modules.get(package)
-        if loaded is not None and cls in (loaded.LightningModule, loaded.LightningDataModule):
+        names = ("LightningModule", "LightningDataModule", "Callback")
+        if loaded is not None and any(cls is getattr(loaded, name, None) for name in names):
             return True
     return f"{cls.__module__}.{cls.__qualname__}" in _LIGHTNING_BASES
 
@@ -48,6 +51,13 @@ def is_lightning_module(module: Any) -> bool:
     """Whether ``module`` is a ``lightning`` / ``pytorch_lightning`` LightningModule."""
     classes = type(module).__mro__
     return any(cls.__name__ == "LightningModule" and is_lightning_base(cls) for cls in classes)
+
+
+def is_lightning_callback(callback: Any) -> bool:
+    """Whether ``callback`` is a ``lightning.pytorch.callbacks.Callback`` (or
+    ``pytorch_lightning``'s)."""
+    classes = type(callback).__mro__
+    return any(cls.__name__ == "Callback" and is_lightning_base(cls) for cls in classes)
 
 
 def user_method(obj: Any, name: str) -> Callable[..., Any] | None:

@@ -21,10 +21,9 @@ from torchcallbacks.callbacks.base import Callback
 from torchcallbacks.callbacks.callback_list import CallbackList
 from torchcallbacks.callbacks.history import History
 from torchcallbacks.checkpoints.resume import ResumeState
-from torchcallbacks.checks import check_fit_arguments, check_weights_reach
+from torchcallbacks.checks import check_fit_arguments
 from torchcallbacks.data.inputs import (
     batch_count,
-    from_data_module,
     make_batches,
     split_validation,
     validation_batches,
@@ -136,6 +135,7 @@ class Trainer(TrainerMethods):
             None if ema_momentum is None else ExponentialMovingAverage(self.model, ema_momentum)
         )
         self.async_save = async_save
+        self._strategy = strategy
         self._compile_requested = compile and original is inner  # not compiled twice
         self._eager_module: torch.nn.Module | None = None  # set until compile is proven
 
@@ -147,6 +147,8 @@ class Trainer(TrainerMethods):
         self.global_train_batch = 0
         self.current_epoch = 0
         self.example_batch_inputs: Any = None
+        self.datamodule: Any = None  # the data module of the run (see `_data_of`)
+        self._data_source: Any = None
         self.samples_per_epoch: int | None = None
         self.batch_size: int | None = None
         self.last_batch_size = 0
@@ -188,7 +190,7 @@ class Trainer(TrainerMethods):
     # -- fit -------------------------------------------------------------------------------
     def fit(
         self,
-        x: Any,
+        x: Any = None,
         y: Any = None,
         batch_size: int | None = 32,
         epochs: int = 1,
@@ -205,10 +207,12 @@ class Trainer(TrainerMethods):
         resume_from: str | None = None,
         class_weight: Mapping[int, float] | None = None,
         sample_weight: Any = None,
+        datamodule: Any = None,
     ) -> History:
-        """Train for ``epochs`` epochs and return the `History` of the epoch logs."""
+        """Train for ``epochs`` epochs and return the `History` of the epoch logs
+        (``datamodule=``: a data module given by name, as in Lightning)."""
         self._require_optimizer("fit")
-        x, validation_data = from_data_module(x, "fit", validation_data)
+        x, validation_data = self._data_of(x, "fit", validation_data, datamodule)
         check_fit_arguments(self, locals())
         if validation_split and validation_data is None:
             (x, y, sample_weight), validation_data = split_validation(
@@ -280,6 +284,9 @@ class Trainer(TrainerMethods):
                     if stop:
                         self.stop_training = True
                         break
+            except BaseException as error:
+                self._kind.on_exception(error)
+                raise
             finally:
                 self._resume.in_epoch = False
                 self.class_weights = None
@@ -362,16 +369,7 @@ class Trainer(TrainerMethods):
         sample_weight: Any = None,
     ) -> float | list[float] | dict[str, float]:
         """The loss (a float) without metrics, else ``[loss, *metrics]``, or a dict."""
-        x = from_data_module(x, "test")[0]
-        check_weights_reach(self, sample_weight)
-        with expected_sync():
-            batches = make_batches(
-                x, y, batch_size, False, self.device, self.rank, self.world_size,
-                sample_weight=sample_weight,
-            )  # fmt: skip
-        total = steps if steps is not None else batch_count(batches)
-        callback_list = self._callback_list(callbacks, False, verbose, 1, total)
-        logs = self._evaluation.evaluate(batches, callback_list, steps, "test")
+        logs = self._evaluate(x, y, batch_size, verbose, steps, callbacks, sample_weight, "test")
         return results(logs, return_dict)
 
     def predict(
@@ -388,7 +386,7 @@ class Trainer(TrainerMethods):
         HuggingFace's Trainer pads them (False for booleans, 0 for unsigned integers);
         outputs whose number of dimensions differs between batches come back as a list of
         one tensor per example."""
-        x = from_data_module(x, "predict")[0]
+        x = self._data_of(x, "predict")[0]
         with expected_sync():
             batches = make_batches(
                 x, None, batch_size, False, self.device, self.rank, self.world_size
@@ -415,7 +413,7 @@ class Trainer(TrainerMethods):
         expose_on_module(self.model, self.optimizer)  # Keras callbacks' self.model.optimizer
         # On every rank (it prints on rank 0 only): every rank holds the same callbacks.
         return CallbackList(
-            [*self._kind.callbacks(training), *(callbacks or [])],
+            self._kind.callbacks(training, list(callbacks or [])),
             trainer=self,
             params={"verbose": verbose, "epochs": epochs, "steps": steps},
             add_history=training,

@@ -1,7 +1,7 @@
 """`Trainer`'s methods outside its loops: Keras's Model methods besides fit, evaluate and
 predict (``train_on_batch``, ``test_on_batch``, ``predict_on_batch``, ``summary``, the weights
-and checkpoint files), and what callbacks ask of the trainer (the learning rate, the
-checkpoint state, the running logs)."""
+and checkpoint files), Lightning's ``validate`` and ``test``, and what callbacks ask of the
+trainer (the learning rate, the checkpoint state, the running logs)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from torchcallbacks.callbacks.base import Callback, sanitize_logs
 from torchcallbacks.checks import check_weights_reach
 from torchcallbacks.data.batches import concatenate_outputs
+from torchcallbacks.data.inputs import batch_count, from_data_module, make_batches
 from torchcallbacks.distributed import checkpoint as distributed_checkpoint
 from torchcallbacks.optimizers import set_learning_rate
 from torchcallbacks.utils import expected_sync, preserved_modes
@@ -65,6 +66,97 @@ class TrainerMethods:
             outputs = self._kind.predict_batch(batch, 0)
         with expected_sync():
             return concatenate_outputs([outputs], gather=False)
+
+    # -- Lightning's names ---------------------------------------------------------------------
+    def validate(
+        self: Trainer,
+        model: torch.nn.Module | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | None = None,
+        verbose: bool = True,
+        datamodule: Any = None,
+    ) -> list[dict[str, float]]:
+        """Lightning's ``trainer.validate``: `evaluate` with ``validation_step`` and the
+        validation hooks, on ``dataloaders`` or the data module's ``val_dataloader()``;
+        ``[logs]`` (one dict, as Lightning returns for one loader)."""
+        return self._lightning_evaluation("validate", model, dataloaders, ckpt_path, verbose,
+                                          datamodule)  # fmt: skip
+
+    def test(
+        self: Trainer,
+        model: torch.nn.Module | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | None = None,
+        verbose: bool = True,
+        datamodule: Any = None,
+    ) -> list[dict[str, float]]:
+        """Lightning's ``trainer.test``: `evaluate` (``test_step`` and the test hooks) on
+        ``dataloaders`` or the data module's ``test_dataloader()``; ``[logs]``."""
+        return self._lightning_evaluation("test", model, dataloaders, ckpt_path, verbose,
+                                          datamodule)  # fmt: skip
+
+    def _lightning_evaluation(
+        self: Trainer,
+        stage: str,
+        model: Any,
+        dataloaders: Any,
+        ckpt_path: str | None,
+        verbose: bool,
+        datamodule: Any,
+    ) -> list[dict[str, float]]:
+        if model is not None and model is not self.model:
+            raise ValueError(
+                "This Trainer evaluates the module it was built with; pass no model (or "
+                "that module): trainer.validate(dataloaders=...)."
+            )
+        if dataloaders is not None and datamodule is not None:
+            raise ValueError("Pass either dataloaders= or datamodule=, not both.")
+        data = next((d for d in (dataloaders, datamodule, model) if d is not None), None)
+        if data is None:
+            raise ValueError(f"trainer.{stage} needs data: dataloaders=... or datamodule=...")
+        if ckpt_path is not None:
+            self.load_weights(ckpt_path)
+        verbosity = "auto" if verbose else 0
+        return [self._evaluate(data, None, 32, verbosity, None, None, None, stage)]
+
+    def _data_of(
+        self: Trainer, x: Any, stage: str, validation_data: Any = None, datamodule: Any = None
+    ) -> tuple[Any, Any]:
+        """`from_data_module` for ``stage``, noting Lightning's ``trainer.datamodule`` (the
+        data module given, None for a module that gives its own loaders)."""
+        if datamodule is not None:
+            if x is not None and x is not self.model:
+                raise ValueError("Pass either the data (x) or datamodule=, not both.")
+            x = datamodule
+        if x is None:
+            raise TypeError("fit needs the training data: fit(x, y, ...) or fit(datamodule=...).")
+        data, validation_data = from_data_module(x, stage, validation_data)
+        self._data_source = x if data is not x else None
+        self.datamodule = None if self._data_source is self.model else self._data_source
+        return data, validation_data
+
+    def _evaluate(
+        self: Trainer,
+        x: Any,
+        y: Any,
+        batch_size: int | None,
+        verbose: int | str,
+        steps: int | None,
+        callbacks: Any,
+        sample_weight: Any,
+        stage: str,
+    ) -> dict[str, Any]:
+        """The logs of `evaluate` (``stage`` "test") or `validate` ("validate")."""
+        x = self._data_of(x, stage)[0]
+        check_weights_reach(self, sample_weight)
+        with expected_sync():
+            batches = make_batches(
+                x, y, batch_size, False, self.device, self.rank, self.world_size,
+                sample_weight=sample_weight,
+            )  # fmt: skip
+        total = steps if steps is not None else batch_count(batches)
+        callback_list = self._callback_list(callbacks, False, verbose, 1, total)
+        return self._evaluation.evaluate(batches, callback_list, steps, stage)
 
     def _single_batch(
         self: Trainer, x: Any, y: Any, sample_weight: Any, class_weight: Any = None
@@ -120,12 +212,8 @@ class TrainerMethods:
         set_learning_rate(self._require_optimizer("set the learning rate"), value)
 
     def _require_optimizer(self: Trainer, action: str) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            raise ValueError(
-                f"Cannot {action} without an optimizer: pass one to Trainer, e.g. "
-                "Trainer(model, optimizer=torch.optim.Adam(model.parameters()), loss=...) "
-                'or optimizer="adam".'
-            )
+        if self.optimizer is None:  # the kind of model raises, or gives one when fit starts
+            self._kind.missing_optimizer(action)
         return self.optimizer
 
     def running_logs(self: Trainer) -> dict[str, Any]:

@@ -60,6 +60,60 @@ class LayerStepModel(LoggingBoringModel):
         return self.layer(batch)
 
 
+class ManualTwoOptimizers(LoggingBoringModel):
+    """Manual optimization with two optimizers, each toggled: its layer, then a head on
+    the layer's detached outputs (``manual_backward`` under DDP averages the gradients)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.head = torch.nn.Linear(2, 2)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        first, second = self.optimizers()
+        with first.toggle_model():
+            loss = F.mse_loss(self(x), y)
+            first.zero_grad()
+            self.manual_backward(loss)
+            first.step()
+        with second.toggle_model():
+            head_loss = F.mse_loss(self.head(self(x).detach()), y)
+            second.zero_grad()
+            self.manual_backward(head_loss)
+            second.step()
+        self.log_dict({"train_mse": loss, "head_mse": head_loss}, on_epoch=True)
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD(self.layer.parameters(), lr=0.1),
+                torch.optim.SGD(self.head.parameters(), lr=0.1)]  # fmt: skip
+
+
+def hook_calls() -> list[str]:
+    """The hooks a LoggingBoringModel gets in fit, evaluate and predict, by name."""
+    from torchcallbacks.models.lightning.calls import MODULE_HOOKS
+
+    names: list[str] = []
+
+    def recorded(name):
+        def hook(self, *args, **kwargs):
+            names.append(name)
+            return getattr(LoggingBoringModel, name)(self, *args, **kwargs)
+
+        return hook
+
+    hooks = {n: recorded(n) for n in MODULE_HOOKS if n != "configure_sharded_model"}
+    torch.manual_seed(0)
+    trainer = Trainer(type("Recorded", (LoggingBoringModel,), hooks)(), device="cpu")
+    x, y = data(32, seed=1)
+    batch = GLOBAL_BATCH // trainer.world_size
+    trainer.fit(x, y, batch_size=batch, epochs=2, shuffle=False, validation_data=data(16, 2),
+                verbose=0)  # fmt: skip
+    trainer.evaluate(*data(16, 2), batch_size=batch, verbose=0)
+    trainer.predict(x[:16], batch_size=batch, verbose=0)
+    return names
+
+
 def data(samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(samples, 32, generator=generator)
@@ -122,6 +176,8 @@ def main() -> None:
         "ddp_accumulate": fit_once(
             os.path.join(out, "accumulate.pt"), strategy="ddp", accumulate_grad_batches=2
         ),
+        "manual": fit_once(os.path.join(out, "manual.pt"), ManualTwoOptimizers, "ddp"),
+        "hooks": hook_calls(),
         "wrapped_by_the_user": wrapped_by_the_user(),
     }
     gc.collect()  # free the DDP wrappers before the process group (gloo aborts otherwise)

@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     from torchcallbacks.trainer import Trainer
 
 
-def _flatten(callbacks: Iterable[Any]) -> list[Any]:
+def flatten(callbacks: Iterable[Any]) -> list[Any]:
+    """Callbacks given in nested lists, as one list."""
     flat: list[Any] = []
     for item in callbacks:
         if isinstance(item, list | tuple):
-            flat.extend(_flatten(item))
+            flat.extend(flatten(item))
         else:
             flat.append(item)
     return flat
@@ -41,7 +42,7 @@ class CallbackList:
         add_history: bool = False,
         add_progbar: bool = False,
     ) -> None:
-        self.callbacks: list[Callback] = _flatten(callbacks or [])
+        self.callbacks: list[Callback] = flatten(callbacks or [])
         for callback in self.callbacks:
             _check_is_callback(callback)
         self.history: History | None = next(

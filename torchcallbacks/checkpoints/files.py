@@ -28,7 +28,7 @@ import os
 import pickle
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -314,8 +314,10 @@ def load_states(
     model: tuple[torch.nn.Module, Mapping[str, Any]] | None = None,
     optimizer: tuple[torch.optim.Optimizer, Mapping[str, Any]] | None = None,
     scaler: tuple[Any, Mapping[str, Any]] | None = None,
+    others: Sequence[tuple[Any, Mapping[str, Any]]] = (),
 ) -> None:
-    """Load ``(object, state)`` pairs read from ``path``, all or nothing.
+    """Load ``(object, state)`` pairs read from ``path`` (``others``: more optimizers), all
+    or nothing.
 
     The model's keys and shapes are checked first (``load_state_dict`` would copy the
     matching tensors before it raises); any other failure puts every object back as it was.
@@ -325,7 +327,7 @@ def load_states(
         module = _plain_module(model[0])
         model = (module, module_keys(module, model[1]))
         _check_fits(path, *model)
-    pairs = [pair for pair in (model, optimizer, scaler) if pair is not None]
+    pairs = [pair for pair in (model, optimizer, scaler, *others) if pair is not None]
     saved = [(target, copy.deepcopy(target.state_dict())) for target, _ in pairs]
     for target, state in pairs:
         try:

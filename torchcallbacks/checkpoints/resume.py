@@ -107,7 +107,7 @@ class ResumeState:
             else:
                 position["replay"] = ["on_epoch_end", trainer.current_epoch, dict(logs or {})]
         optimizer, scaler = trainer.optimizer, trainer.scaler
-        return {
+        state = {
             "format": FORMAT,
             "version": __version__,
             "model": trainer.model.state_dict(),
@@ -121,6 +121,11 @@ class ResumeState:
             "training": position,
             "logs": dict(logs or {}),
         }
+        others = trainer._kind.all_optimizers()[1:]  # several (manual optimization)
+        if others:
+            state["extra_optimizers"] = [other.state_dict() for other in others]
+        trainer._kind.on_save_checkpoint(state)  # e.g. a LightningModule's on_save_checkpoint
+        return state
 
     def _position(self) -> dict[str, Any]:
         trainer = self.trainer
@@ -165,7 +170,9 @@ class ResumeState:
         """Load the module, optimizer, scaler and step count of a checkpoint, all or nothing
         (``source`` names the file in errors)."""
         trainer = self.trainer
+        trainer._kind.on_load_checkpoint(state)  # e.g. a LightningModule's on_load_checkpoint
         optimizer, scaler = trainer.optimizer, trainer.scaler
+        others = list(zip(trainer._kind.all_optimizers()[1:], state.get("extra_optimizers") or []))
         if SHARDED_KEY in state:  # a DCP directory: loaded (and resharded) in place
             load_in_place(trainer.model, optimizer, state[SHARDED_KEY])
             if scaler is not None and state.get("scaler"):
@@ -187,6 +194,7 @@ class ResumeState:
                 scaler=None
                 if scaler is None or not state.get("scaler")
                 else (scaler, state["scaler"]),
+                others=others,
             )
         if trainer.ema is not None and state.get("ema") is not None:
             trainer.ema.load_state_dict(state["ema"])  # after the module: it may swap weights

@@ -504,14 +504,15 @@ _DATA_MODULE_LOADERS = (
 
 
 def from_data_module(x: Any, stage: str, validation_data: Any = None) -> tuple[Any, Any]:
-    """``(data, validation_data)`` for ``stage`` ("fit", "test" or "predict").
+    """``(data, validation_data)`` for ``stage`` ("fit", "validate", "test" or "predict").
 
     When ``x`` is a data module (defines one of ``train_dataloader``, ``val_dataloader``,
     ``test_dataloader``, ``predict_dataloader``: a ``LightningDataModule``, a LightningModule
     with its own loaders, or any such object), its ``prepare_data()`` (on rank 0) and
     ``setup(stage)`` run, and its loaders for the stage are returned: for "fit" the training
-    loader, and ``val_dataloader()`` unless ``validation_data`` is given; for "test"
-    ``test_dataloader()``, else ``val_dataloader()``. Anything else is returned as it is.
+    loader, and ``val_dataloader()`` unless ``validation_data`` is given; for "validate"
+    ``val_dataloader()``; for "test" ``test_dataloader()``, else ``val_dataloader()``.
+    Anything else is returned as it is.
     """
     if isinstance(x, DataLoader | Dataset) or is_array_like(x):
         return x, validation_data
@@ -520,6 +521,7 @@ def from_data_module(x: Any, stage: str, validation_data: Any = None) -> tuple[A
         return x, validation_data
     wanted = {
         "fit": ["train_dataloader"],
+        "validate": ["val_dataloader"],
         "test": ["test_dataloader", "val_dataloader"],
         "predict": ["predict_dataloader"],
     }[stage]
@@ -532,10 +534,7 @@ def from_data_module(x: Any, stage: str, validation_data: Any = None) -> tuple[A
         )
     prepare = user_method(x, "prepare_data")
     if prepare is not None:
-        if distributed.rank() == 0:
-            prepare()
-        if distributed.is_active():
-            torch.distributed.barrier()  # every rank waits for rank 0's downloads
+        prepare_data(prepare)
     setup = user_method(x, "setup")
     if setup is not None:
         setup("validate" if name == "val_dataloader" else stage)
@@ -545,4 +544,12 @@ def from_data_module(x: Any, stage: str, validation_data: Any = None) -> tuple[A
     return data, validation_data
 
 
-_VERB = {"fit": "fit", "test": "evaluate", "predict": "predict"}
+_VERB = {"fit": "fit", "validate": "validate", "test": "evaluate", "predict": "predict"}
+
+
+def prepare_data(prepare: Callable[[], Any]) -> None:
+    """Run a ``prepare_data`` hook on rank 0; every rank waits for its downloads."""
+    if distributed.rank() == 0:
+        prepare()
+    if distributed.is_active():
+        torch.distributed.barrier()

@@ -16,7 +16,7 @@ import gc
 import importlib
 import os
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -148,6 +148,34 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     tensor = tensor.clone()
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Average the ``.grad`` of ``parameters`` (those that require one) over the ranks, as
+    DDP's backward does: for backward passes DDP's reducer cannot follow (several per step,
+    over changing sets of parameters). A parameter that no rank has a gradient for keeps
+    None; one that only some ranks have a gradient for counts as zero on the others."""
+    if not is_active():
+        return
+    parameters = [p for p in parameters if p.requires_grad]
+    if not parameters:
+        return
+    device = parameters[0].device
+    present = torch.tensor([p.grad is not None for p in parameters], device=device).float()
+    dist.all_reduce(present, op=dist.ReduceOp.MAX)
+    used = [p for p, flag in zip(parameters, present.tolist()) if flag]
+    for parameter in used:
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for parameter in used:
+        by_dtype.setdefault(parameter.grad.dtype, []).append(parameter.grad)
+    for grads in by_dtype.values():  # one collective per dtype
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        flat /= world_size()
+        for grad, averaged in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            grad.copy_(averaged)
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:

@@ -2,7 +2,8 @@
 
 - `plain.PlainKind`: a module scored by the Trainer's ``loss`` and ``metrics``;
 - `own_loss.OwnLossKind`: a module that returns its own loss (HuggingFace models);
-- `lightning.LightningKind`: a module that defines ``training_step`` (LightningModules).
+- `lightning.LightningKind`: a module that defines ``training_step`` (LightningModules);
+- `lightning.ManualLightningKind`: the same with ``automatic_optimization = False``.
 
 `kind_for` picks one for a module and a loss.
 """
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from torchcallbacks.models.base import ModelKind
-from torchcallbacks.models.lightning import LightningKind
+from torchcallbacks.models.lightning import LightningKind, ManualLightningKind
 from torchcallbacks.models.own_loss import OwnLossKind
 from torchcallbacks.models.plain import PlainKind
 from torchcallbacks.overrides import user_method
@@ -22,12 +23,21 @@ from torchcallbacks.overrides import user_method
 
 def kind_for(module: torch.nn.Module, loss: Any) -> type[ModelKind]:
     """With ``loss=``: `PlainKind`. Without: `LightningKind` when the module defines
-    ``training_step``, else `OwnLossKind` (the module returns its own loss)."""
+    ``training_step`` (`ManualLightningKind` when it sets ``automatic_optimization =
+    False``), else `OwnLossKind` (the module returns its own loss)."""
     if loss is not None:
         return PlainKind
     if user_method(module, "training_step") is not None:
-        return LightningKind
+        manual = getattr(module, "automatic_optimization", True) is False
+        return ManualLightningKind if manual else LightningKind
     return OwnLossKind
 
 
-__all__ = ["LightningKind", "ModelKind", "OwnLossKind", "PlainKind", "kind_for"]
+__all__ = [
+    "LightningKind",
+    "ManualLightningKind",
+    "ModelKind",
+    "OwnLossKind",
+    "PlainKind",
+    "kind_for",
+]

@@ -23,7 +23,6 @@ import torch
 from torchcallbacks.utils import preserved_modes
 
 if TYPE_CHECKING:
-    from torchcallbacks.callbacks.base import Callback
     from torchcallbacks.trainer import Trainer
 
 
@@ -32,6 +31,7 @@ class ModelKind:
 
     takes_weights = True  # sample_weight and class_weight reach the loss
     computes_own_loss = False  # fit(x) without y: the targets may sit inside x
+    configures_optimizer = False  # the optimizer comes from the model when fit starts
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -53,9 +53,33 @@ class ModelKind:
         ``update(values, size)``, ``logs(reduce=None)``, ``state_dict()``/``load_state_dict``."""
         raise NotImplementedError
 
-    def callbacks(self, training: bool) -> list[Callback]:
-        """Callbacks run before the user's, in `fit` (``training``) or `evaluate`/`predict`."""
-        return []
+    def callbacks(self, training: bool, given: list[Any]) -> list[Any]:
+        """The callbacks of a run of `fit` (``training``), `evaluate` or `predict`: the
+        kind's own first, then those ``given`` (the kind may take out those it calls
+        itself)."""
+        return given
+
+    def all_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer, the trainer's first (full checkpoints save each one)."""
+        optimizer = self.trainer.optimizer
+        return [] if optimizer is None else [optimizer]
+
+    def missing_optimizer(self, action: str) -> None:
+        """``action`` needs an optimizer and the trainer has none: raise what to do."""
+        raise ValueError(
+            f"Cannot {action} without an optimizer: pass one to Trainer, e.g. "
+            "Trainer(model, optimizer=torch.optim.Adam(model.parameters()), loss=...) "
+            'or optimizer="adam".'
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the kind's own state to a full checkpoint being written."""
+
+    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        """Called with a full checkpoint before the trainer loads it."""
+
+    def on_exception(self, error: BaseException) -> None:
+        """Called when an exception (or Ctrl-C) ends `fit`, before it propagates."""
 
     def validates(self) -> bool:
         """Whether `fit` can run the validation data it was given."""
@@ -84,9 +108,12 @@ class ModelKind:
 
     # -- evaluation and prediction ---------------------------------------------------------
     @contextlib.contextmanager
-    def evaluation_mode(self, module: torch.nn.Module, stage: str) -> Iterator[None]:
+    def evaluation_mode(
+        self, module: torch.nn.Module, stage: str, run: bool = False
+    ) -> Iterator[None]:
         """``module`` in eval mode for ``stage`` ("validate", "test" or "predict"); every
-        submodule gets its own mode back afterwards."""
+        submodule gets its own mode back afterwards. ``run``: around a whole evaluation or
+        prediction loop (its epoch logs are read inside), not one batch."""
         with preserved_modes(module):
             module.eval()
             yield

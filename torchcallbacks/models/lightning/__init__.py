@@ -7,13 +7,22 @@ learning-rate schedulers) from ``configure_optimizers``, and turns what the modu
 ``self.log`` into the callbacks' logs. Plain modules get ``self.log`` from `LoggingMixin`;
 a real ``lightning.LightningModule`` works as it is (Lightning is never imported here).
 
-The parts: `kind` (the kind of model: one batch), `hooks` (the module's epoch-level hooks),
-`self_log` and `tracker` (what the module logs), `trainer_view` (``self.trainer``),
-`optimizers` (``configure_optimizers``) and `ddp` (what several processes run).
+Every hook Lightning 2.x calls on the module (and on the user's own Lightning callbacks) is
+called, in Lightning's order; ``automatic_optimization = False`` gets manual optimization.
+
+The parts: `kind` (the kind of model: the step methods, evaluation and prediction batches),
+`automatic` (a training batch under automatic optimization), `manual` (the kind for manual
+optimization), `stages` (around the batches: setup, evaluation runs, checkpoints), `calls`
+(which hooks exist and who defines them), `callbacks` (Lightning callbacks), `hooks` (the
+fit-level hooks as a callback), `strategy` (the backward pass and optimizer step),
+`optimizers` (``configure_optimizers``, ``self.optimizers()``), `self_log` and `tracker`
+(what the module logs), `trainer_view` (``self.trainer``), `batches` (batches and outputs as
+the steps get them) and `ddp` (what several processes run).
 """
 
 from torchcallbacks.models.lightning.kind import LightningKind
+from torchcallbacks.models.lightning.manual import ManualLightningKind
 from torchcallbacks.models.lightning.self_log import LoggingMixin
 from torchcallbacks.models.lightning.trainer_view import LightningTrainerView
 
-__all__ = ["LightningKind", "LightningTrainerView", "LoggingMixin"]
+__all__ = ["LightningKind", "LightningTrainerView", "LoggingMixin", "ManualLightningKind"]

@@ -1,4 +1,4 @@
-"""A LightningModule's epoch-level hooks, called at the matching events of the loop."""
+"""A LightningModule's fit-level hooks, called at the matching events of the loop."""
 
 from __future__ import annotations
 
@@ -15,69 +15,78 @@ if TYPE_CHECKING:
 
 
 class ModuleHooks(Callback):
-    """Calls the LightningModule's own hooks at the matching events of `fit`, `evaluate`
-    and `predict`, in Lightning's order relative to the loop. Values the module logs in
-    ``on_train_epoch_end`` join the epoch logs (after validation, as in Lightning); those
-    logged in ``on_validation_epoch_end``/``on_test_epoch_end`` join the evaluation's."""
+    """Calls the LightningModule's (and its Lightning callbacks') fit-level hooks at the
+    matching events of `fit`, in Lightning's order relative to the loop: entering the stage
+    and ``on_fit_start``/``on_train_start`` at the start, ``on_train_epoch_start``/``end``
+    around each epoch (the end after validation, with ``callback_metrics`` holding this
+    epoch's values), ReduceLROnPlateau's step after it, and ``on_train_end``,
+    ``on_fit_end`` and ``teardown`` at the end. Values logged in ``on_train_start``,
+    ``on_train_epoch_start`` and ``on_train_epoch_end`` join the epoch logs.
 
-    def __init__(self, steps: LightningKind, training: bool) -> None:
+    Its state in full checkpoints: the schedulers' and the Lightning callbacks' states.
+    """
+
+    def __init__(self, kind: LightningKind, training: bool) -> None:
         super().__init__()
-        self.steps = steps
+        self.kind = kind
         self.training = training
-        self.view = steps.view
+        self.view = kind.view
         # What on_train_start/on_train_epoch_start log joins the epoch's logs, as in Lightning.
         self._opening: list[tuple[str, Any, bool, bool, int | None]] = []
 
-    def _evaluation_stage(self) -> str:
-        return "validation" if self.training else self.steps.test_stage
-
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.view.stage = "train"
-        self.view.max_epochs = (self.params or {}).get("epochs")
-        self.view.epochs_completed = None
-        self._opening = self.steps.run_hook("on_fit_start") + self.steps.run_hook("on_train_start")
+        self._opening = self.kind.begin_fit(self.params or {})
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.view.stage = "train"
-        self._opening += self.steps.run_hook("on_train_epoch_start")
+        self._opening += self.kind.run_hook("on_train_epoch_start")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.view.stage = "train"
-        entries = self._opening + self.steps.run_hook("on_train_epoch_end")
+        kind, view = self.kind, self.view
+        view.stage = "train"
+        logs = {} if logs is None else logs  # the dict every later callback receives
+        view.callback_metrics = _as_tensors(logs)  # this epoch's, as in Lightning
+        entries = self._opening + kind.run_hook("on_train_epoch_end")
         self._opening = []
-        if logs is not None:
-            logs.update(_epoch_values(entries))  # the dict every later callback receives
-            self.view.callback_metrics = _as_tensors(logs)
+        values = _epoch_values(entries)
+        logs.update(values)
+        view.callback_metrics.update(_as_tensors(values))
+        if kind.scheduler_configs and kind.automatic:  # (manual: training_step steps them)
+            logs["lr"] = kind.trainer.get_lr() if kind.epoch_lr is None else kind.epoch_lr
+            for config in kind.scheduler_configs:
+                due = (epoch + 1) % config.frequency == 0
+                if config.reduce_on_plateau and config.interval == "epoch" and due:
+                    kind.scheduler_step(config, logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        trainer = self.steps.trainer
-        self.view.epochs_completed = trainer.current_epoch + bool(trainer.history.epoch)
-        self.steps.run_hook("on_train_end")
-        self.steps.run_hook("on_fit_end")
-        self.view.stage = None
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        stage = self._evaluation_stage()
-        self.view.stage = "validate" if stage == "validation" else "test"
-        self.steps.opening_entries = self.steps.run_hook(f"on_{stage}_start")
-        self.steps.opening_entries += self.steps.run_hook(f"on_{stage}_epoch_start")
-        self.steps.pending_epoch_end = f"on_{stage}_epoch_end"
+        self.kind.end_fit()
 
     def on_test_end(self, logs: dict | None = None) -> None:
         self.view.callback_metrics.update(_as_tensors(logs or {}))  # validation or evaluate's
-        self.steps.pending_epoch_end = None
-        self.steps.run_hook(f"on_{self._evaluation_stage()}_end")
-        self.view.stage = "train" if self.training else None
 
-    def on_predict_begin(self, logs: dict | None = None) -> None:
-        self.view.stage = "predict"
-        self.steps.run_hook("on_predict_start")
-        self.steps.run_hook("on_predict_epoch_start")
+    def state_dict(self) -> dict[str, Any]:
+        kind = self.kind
+        state: dict[str, Any] = {}
+        if kind.scheduler_configs:
+            state["schedulers"] = [
+                config.scheduler.state_dict() for config in kind.scheduler_configs
+            ]
+        callbacks = {
+            callback.state_key: callback.state_dict() for callback in kind.lightning_callbacks
+        }
+        callbacks = {key: value for key, value in callbacks.items() if value}
+        if callbacks:
+            state["lightning_callbacks"] = callbacks
+        return state
 
-    def on_predict_end(self, logs: dict | None = None) -> None:
-        self.steps.run_hook("on_predict_epoch_end")
-        self.steps.run_hook("on_predict_end")
-        self.view.stage = None
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        kind = self.kind
+        for config, saved in zip(kind.scheduler_configs, state.get("schedulers") or []):
+            config.scheduler.load_state_dict(saved)
+        saved = state.get("lightning_callbacks") or {}
+        for callback in kind.lightning_callbacks:
+            if callback.state_key in saved:
+                callback.load_state_dict(saved[callback.state_key])
 
 
 def _as_tensors(logs: Mapping[str, Any]) -> dict[str, Any]:

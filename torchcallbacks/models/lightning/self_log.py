@@ -47,6 +47,23 @@ class StepLog:
         self.entries.append((name, _loggable(name, value), on_step, on_epoch, batch_size))
 
 
+class ForbiddenLog(StepLog):
+    """In a hook where Lightning does not allow ``self.log`` (``on_fit_start``, ``setup``,
+    ``on_validation_end``, ...): logging raises an error naming the hook."""
+
+    __slots__ = ("hook",)
+
+    def __init__(self, hook: str) -> None:
+        super().__init__(on_step=False, on_epoch=False)
+        self.hook = hook
+
+    def add(self, name: str, *args: Any) -> None:
+        raise ValueError(
+            f"self.log({name!r}, ...) is not allowed in {self.hook}, as in Lightning: log in the "
+            "step methods, the batch hooks, or the epoch start and end hooks."
+        )
+
+
 ACTIVE_LOG: ContextVar[StepLog | None] = ContextVar("torchcallbacks_step_log", default=None)
 
 
