@@ -112,6 +112,8 @@ class ResumeState:
             "version": __version__,
             "model": trainer.model.state_dict(),
             "optimizer": None if optimizer is None else optimizer.state_dict(),
+            # checked when loading (older files lack it: the class is inferred)
+            "optimizer_class": None if optimizer is None else type(optimizer).__name__,
             "scaler": None if scaler is None else scaler.state_dict(),
             "ema": None if trainer.ema is None else trainer.ema.state_dict(),
             "epoch": trainer.current_epoch if epoch is None else epoch,
@@ -162,14 +164,21 @@ class ResumeState:
     def load_weights_and_optimizer(
         self, state: Mapping[str, Any], source: str = "the checkpoint"
     ) -> None:
-        """Load the module, optimizer, scaler and step count of a checkpoint, all or nothing
-        (``source`` names the file in errors)."""
+        """Load the module, optimizer, scaler, EMA and step count of a checkpoint, all or
+        nothing (``source`` names the file in errors)."""
         trainer = self.trainer
         optimizer, scaler = trainer.optimizer, trainer.scaler
+        scaler_state = None if scaler is None else state.get("scaler") or None
+        ema = None if trainer.ema is None or state.get("ema") is None else trainer.ema
         if SHARDED_KEY in state:  # a DCP directory: loaded (and resharded) in place
-            load_in_place(trainer.model, optimizer, state[SHARDED_KEY])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
+            load_in_place(
+                trainer.model,
+                optimizer,
+                state[SHARDED_KEY],
+                state.get("optimizer_class"),
+                scaler=None if scaler_state is None else (scaler, scaler_state),
+                ema=None if ema is None else (ema, state["ema"]),
+            )
         elif distributed.is_active() and is_sharded(trainer.model):
             raise ValueError(
                 f"{source} is a single-file checkpoint, written without FSDP2 sharding: it "
@@ -184,12 +193,10 @@ class ResumeState:
                 optimizer=None
                 if optimizer is None or state.get("optimizer") is None
                 else (optimizer, state["optimizer"]),
-                scaler=None
-                if scaler is None or not state.get("scaler")
-                else (scaler, state["scaler"]),
+                scaler=None if scaler_state is None else (scaler, scaler_state),
+                ema=None if ema is None else (ema, state["ema"]),
+                optimizer_class=state.get("optimizer_class"),
             )
-        if trainer.ema is not None and state.get("ema") is not None:
-            trainer.ema.load_state_dict(state["ema"])  # after the module: it may swap weights
         trainer.global_step = int(state.get("global_step", trainer.global_step))
 
     def request_from_file(self, path: str) -> None:

@@ -1,0 +1,219 @@
+"""The mistakes of docs/common_mistakes.md, made on purpose: each gets an error or a warning
+that names the problem and the fix, and a load that fails changes nothing (model,
+optimizer, scaler, EMA)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import pytest
+import torch
+
+from torchcallbacks import (
+    BackupAndRestore,
+    Callback,
+    CheckpointFileError,
+    Trainer,
+    load_checkpoint,
+)
+from torchcallbacks.checkpoints.files import save_checkpoint
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def net(seed: int = 0, out: int = 3) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, out))
+
+
+def data(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(n, 4, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+
+
+def snapshot(*objects) -> list:
+    """Deep copies of the objects' state_dicts (tensors cloned), to compare after a load."""
+    return [_copy(o.state_dict()) for o in objects]
+
+
+def _copy(value):
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_copy(v) for v in value)
+    return value
+
+
+def equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def adam_checkpoint(path, **trainer_options) -> str:
+    """A full checkpoint of a net trained one epoch with Adam."""
+    trainer = Trainer(net(5), "adam", "cross_entropy", device="cpu", **trainer_options)
+    trainer.fit(*data(), epochs=1, verbose=0)
+    trainer.save(str(path))
+    return str(path)
+
+
+class Batches(Callback):
+    """Counts the training batches run (to show that an error came before any)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.count += 1
+
+
+# -- 1. a checkpoint of another optimizer --------------------------------------------------------
+@pytest.mark.parametrize("suffix", ["pt", "h5"])
+def test_loading_another_optimizers_state_raises_and_changes_nothing(tmp_path, suffix):
+    path = adam_checkpoint(tmp_path / f"adam.{suffix}")
+    model = net(1)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    before = snapshot(model, sgd)
+    with pytest.raises(CheckpointFileError) as caught:
+        load_checkpoint(path, model, optimizer=sgd)
+    message = str(caught.value)
+    assert path in message and "written by Adam" in message and "the SGD" in message, message
+    assert equal(snapshot(model, sgd), before)
+    assert sgd.param_groups[0]["lr"] == 0.1 and sgd.param_groups[0]["momentum"] == 0.9
+    load_checkpoint(path, model)  # the weights alone still load
+
+
+def test_resume_from_another_optimizers_checkpoint_raises_and_changes_nothing(tmp_path):
+    path = adam_checkpoint(tmp_path / "adam.pt")
+    model = net(1)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                      "cross_entropy", device="cpu")  # fmt: skip
+    before = snapshot(model, trainer.optimizer)
+    counter = Batches()
+    with pytest.raises(CheckpointFileError, match=r"adam\.pt.*written by Adam.*the SGD"):
+        trainer.fit(*data(), epochs=2, verbose=0, resume_from=path, callbacks=[counter])
+    assert equal(snapshot(model, trainer.optimizer), before)
+    assert counter.count == 0
+
+
+def test_a_backup_of_another_optimizer_raises_naming_it_and_changes_nothing(tmp_path):
+    backup = tmp_path / "backup"
+    first = Trainer(net(5), "adam", "cross_entropy", device="cpu")
+    first.fit(*data(), epochs=1, verbose=0,
+              callbacks=[BackupAndRestore(str(backup), delete_checkpoint=False)])  # fmt: skip
+    model = net(1)
+    trainer = Trainer(model, "rmsprop", "cross_entropy", device="cpu")
+    before = snapshot(model, trainer.optimizer)
+    with pytest.raises(CheckpointFileError, match=r"latest\.pt.*written by Adam.*the RMSprop"):
+        trainer.fit(*data(), epochs=2, verbose=0, callbacks=[BackupAndRestore(str(backup))])
+    assert equal(snapshot(model, trainer.optimizer), before)
+
+
+def test_a_file_written_before_the_class_was_recorded_is_judged_by_its_hyperparameters(tmp_path):
+    path = adam_checkpoint(tmp_path / "adam.pt")
+    state = torch.load(path, weights_only=True)
+    assert state["optimizer_class"] == "Adam"
+    del state["optimizer_class"]  # as files written by torchcallbacks 0.1 are
+    save_checkpoint(tmp_path / "old.pt", state)
+    model = net(1)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = snapshot(model, sgd)
+    with pytest.raises(CheckpointFileError, match=r"old\.pt.*written by Adam.*the SGD"):
+        load_checkpoint(tmp_path / "old.pt", model, sgd)
+    assert equal(snapshot(model, sgd), before)
+    adam = torch.optim.Adam(model.parameters())
+    load_checkpoint(tmp_path / "old.pt", model, adam)  # the same class loads
+    assert equal(adam.state_dict()["state"], state["optimizer"]["state"])
+
+
+def test_other_parameter_groups_are_refused_before_anything_is_written(tmp_path):
+    path = adam_checkpoint(tmp_path / "adam.pt")
+    model = net(1)
+    grouped = torch.optim.Adam(
+        [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.1}]
+    )
+    before = snapshot(model, grouped)
+    with pytest.raises(CheckpointFileError, match=r"1 parameter group\(s\) in the file, 2 in"):
+        load_checkpoint(path, model, grouped)
+    assert equal(snapshot(model, grouped), before)
+
+
+def test_a_mismatched_ema_leaves_the_model_and_the_average_unchanged(tmp_path):
+    path = adam_checkpoint(tmp_path / "ema.pt", ema_momentum=0.9)
+    model = net(1)
+    for parameter in model[0].parameters():  # frozen in the rerun: the EMA averages fewer
+        parameter.requires_grad_(False)
+    trainer = Trainer(model, "adam", "cross_entropy", device="cpu", ema_momentum=0.9)
+    trainer.fit(*data(), epochs=1, verbose=0)
+    before = snapshot(model, trainer.optimizer, trainer.ema)
+    with pytest.raises(CheckpointFileError, match=r"ema\.pt.*EMA does not match"):
+        trainer.fit(*data(), epochs=2, verbose=0, resume_from=path)
+    assert equal(snapshot(model, trainer.optimizer, trainer.ema), before)
+
+
+def test_a_sharded_checkpoint_of_another_optimizer_leaves_a_plain_module_unchanged(tmp_path):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    source = net(5)
+    adam = torch.optim.Adam(source.parameters())
+    state = {
+        "model": get_model_state_dict(source),
+        "optimizer": get_optimizer_state_dict(source, adam),
+    }
+    folder = tmp_path / "sharded"
+    with pytest.warns(UserWarning, match="single process"):
+        dcp.save(state, checkpoint_id=str(folder), no_dist=True)
+    save_checkpoint(folder / "state.pt", {"format": "torchcallbacks.checkpoint",
+                                          "optimizer_class": "Adam", "epoch": 0})  # fmt: skip
+    for optimizer_class in (torch.optim.SGD, torch.optim.AdamW):
+        model = net(1)
+        optimizer = optimizer_class(model.parameters(), lr=0.1)
+        before = snapshot(model, optimizer)
+        with pytest.raises(CheckpointFileError, match="sharded.*written by Adam"):
+            load_checkpoint(folder, model, optimizer)
+        assert equal(snapshot(model, optimizer), before)
+    # Another architecture: DCP loads in place, and reading the optimizer's state creates it.
+    model = net(1, out=2)
+    adam = torch.optim.Adam(model.parameters())
+    before = snapshot(model, adam)
+    with pytest.raises(CheckpointFileError, match="Size mismatch.*Nothing was changed"):
+        load_checkpoint(folder, model, adam)
+    assert equal(snapshot(model, adam), before) and not adam.state
+
+
+# -- 4. errors with context ------------------------------------------------------------------
+def test_resuming_another_architecture_names_the_file(tmp_path):
+    path = adam_checkpoint(tmp_path / "other.pt")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    trainer = Trainer(model, "adam", "cross_entropy", device="cpu")
+    before = snapshot(model)
+    with pytest.raises(CheckpointFileError, match=r"other\.pt.*does not match Sequential"):
+        trainer.fit(*data(), verbose=0, resume_from=path)
+    assert equal(snapshot(model), before)
+
+
+def test_an_hdf5_file_naming_a_torch_function_as_dtype_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "crafted.h5"
+    weights = {"weight": torch.zeros(2, 2, dtype=torch.bfloat16)}
+    from torchcallbacks.checkpoints.files import save_state_dict
+
+    save_state_dict(weights, path)
+    with h5py.File(path, "r+") as file:
+        file["model_weights"]["weight"].attrs["torch_dtype"] = "load"  # torch.load, a function
+    with pytest.raises(CheckpointFileError, match=r"crafted\.h5.*torch_dtype 'load'"):
+        load_checkpoint(path)
+    assert json.loads(h5py.File(path, "r").attrs["format"]) == "torchcallbacks.weights"
+    assert os.path.exists(path)
