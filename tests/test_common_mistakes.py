@@ -217,3 +217,40 @@ def test_an_hdf5_file_naming_a_torch_function_as_dtype_is_refused_naming_the_fil
         load_checkpoint(path)
     assert json.loads(h5py.File(path, "r").attrs["format"]) == "torchcallbacks.weights"
     assert os.path.exists(path)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "sparse_categorical_crossentropy"])
+def test_a_class_label_out_of_range_names_the_loss_the_label_and_the_class_count(loss):
+    x, y = data()
+    y[7] = 5  # the model has 3 outputs
+    model = torch.nn.Sequential(net(), torch.nn.Softmax(-1)) if loss.startswith("sparse") else net()
+    trainer = Trainer(model, "adam", loss, device="cpu")
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=rf"'{loss}'.*class label 5.*3 classes.*0 to 2") as caught:
+        trainer.fit(x, y, batch_size=64, verbose=0)
+    assert "6 or more" in str(caught.value)
+    assert equal(snapshot(model), before)
+    y[7] = -1
+    with pytest.raises(ValueError, match="class label -1.*Negative labels"):
+        trainer.fit(x, y, batch_size=64, verbose=0)
+
+
+class TwoHeads(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.score = torch.nn.Linear(4, 1)
+        self.kind = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return {"score": self.score(x), "kind": self.kind(x)}
+
+
+def test_tuple_targets_for_dict_outputs_name_the_output_keys():
+    x, y = data()
+    trainer = Trainer(TwoHeads(), "adam", {"score": "mse", "kind": "cross_entropy"}, device="cpu")
+    with pytest.raises(ValueError, match=r"outputs \['score', 'kind'\].*targets are a tuple"):
+        trainer.fit(x, (torch.randn(32, 1), y), verbose=0)
+    with pytest.raises(ValueError, match=r"a dict without \['kind'\]"):
+        trainer.fit(x, {"score": torch.randn(32, 1), "label": y}, verbose=0)
+    history = trainer.fit(x, {"score": torch.randn(32, 1), "kind": y}, verbose=0)
+    assert set(history.history) == {"loss", "score_loss", "kind_loss"}
