@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import h5py
 import pytest
@@ -254,3 +255,80 @@ def test_tuple_targets_for_dict_outputs_name_the_output_keys():
         trainer.fit(x, {"score": torch.randn(32, 1), "label": y}, verbose=0)
     history = trainer.fit(x, {"score": torch.randn(32, 1), "kind": y}, verbose=0)
     assert set(history.history) == {"loss", "score_loss", "kind_loss"}
+
+
+# -- 2. arguments checked before training -----------------------------------------------------
+def test_an_optimizer_of_another_module_is_refused_before_training():
+    model, other = net(0), net(1)
+    trainer = Trainer(model, torch.optim.SGD(other.parameters(), lr=0.1), "cross_entropy")
+    counter = Batches()
+    with pytest.raises(ValueError, match=r"optimizer \(SGD\) holds none of the trainable"):
+        trainer.fit(*data(), verbose=0, callbacks=[counter])
+    assert counter.count == 0
+
+
+def test_an_optimizer_of_some_parameters_trains_them_and_frozen_layers_stay():
+    model = net(0)
+    model[0].requires_grad_(False)
+    frozen = snapshot(model[0])
+    trainer = Trainer(model, torch.optim.SGD(model[2].parameters(), lr=0.1), "cross_entropy")
+    before = snapshot(model[2])
+    trainer.fit(*data(), verbose=0)
+    assert equal(snapshot(model[0]), frozen) and not equal(snapshot(model[2]), before)
+
+
+def test_a_module_with_nothing_trainable_is_refused():
+    model = net(0).requires_grad_(False)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), "cross_entropy")
+    with pytest.raises(ValueError, match="no trainable parameter.*requires_grad"):
+        trainer.fit(*data(), verbose=0)
+
+
+def test_a_lightning_optimizer_of_another_module_is_refused():
+    lightning = pytest.importorskip("lightning")
+
+    class Module(lightning.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 3)
+            self.stray = [torch.nn.Linear(4, 3)]  # not a submodule
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.layer(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.stray[0].parameters())
+
+    with pytest.raises(ValueError, match=r"optimizer \(Adam\) holds none"):
+        Trainer(Module()).fit(*data(), verbose=0)
+
+
+def loader(batch_size: int = 16) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*data()), batch_size)
+
+
+def test_batch_size_with_a_dataloader_warns_that_it_is_not_used():
+    trainer = Trainer(net(), "adam", "cross_entropy", device="cpu")
+    with pytest.warns(UserWarning, match=r"batch_size=128 is not used: x is a DataLoader.*of 16"):
+        trainer.fit(loader(), batch_size=128, verbose=0)
+    with pytest.warns(UserWarning, match=r"validation_batch_size=64 is not used: validation_data"):
+        trainer.fit(loader(), validation_data=loader(), validation_batch_size=64, verbose=0)
+    for call in (trainer.evaluate, trainer.predict):
+        with pytest.warns(UserWarning, match="batch_size=8 is not used"):
+            call(loader(), batch_size=8, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        history = trainer.fit(loader(), verbose=0)  # the default: no warning
+        trainer.fit(torch.utils.data.TensorDataset(*data()), batch_size=8, verbose=0)
+    assert history.epoch == [0]
+
+
+def test_batch_size_with_a_data_module_warns_that_it_is_not_used():
+    class Data:
+        def train_dataloader(self):
+            return loader()
+
+    trainer = Trainer(net(), "adam", "cross_entropy", device="cpu")
+    with pytest.warns(UserWarning, match="batch_size=4 is not used: x is a Data, which makes"):
+        trainer.fit(Data(), batch_size=4, verbose=0)

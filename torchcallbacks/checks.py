@@ -137,8 +137,63 @@ def check_fit_arguments(trainer: Any, arguments: Mapping[str, Any]) -> None:
             "batches."
         )
     check_weights_reach(trainer, arguments["sample_weight"], arguments["class_weight"])
+    check_optimizer_trains(trainer)
+    if not isinstance(validation, tuple):
+        warn_unused_batch_size(
+            validation,
+            arguments["validation_batch_size"],
+            "validation_batch_size",
+            "validation_data",
+        )
     for name, value in (("x", x), ("y", y)):
         _warn_non_finite(name, value)
+
+
+def check_optimizer_trains(trainer: Any) -> None:
+    """Refuse an optimizer that holds none of the module's trainable parameters (built on
+    another module, or on a copy): training would leave the module as it is. One that
+    holds some (frozen layers left out, or given to it) is fine."""
+    optimizer = trainer.optimizer
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        return
+    trainable = {id(p) for p in trainer.model.parameters() if p.requires_grad}
+    if any(id(p) in trainable for group in optimizer.param_groups for p in group["params"]):
+        return
+    model, kind = type(trainer.model).__name__, type(optimizer).__name__
+    if not trainable:
+        raise ValueError(
+            f"The model ({model}) has no trainable parameter (every one has "
+            "requires_grad=False), so fit would change nothing. Unfreeze the layers to train "
+            "(parameter.requires_grad_(True)) and build the optimizer on them."
+        )
+    raise ValueError(
+        f"The optimizer ({kind}) holds none of the trainable parameters of the model "
+        f"({model}): fit would leave the model unchanged. Was it built on another model, or "
+        "on a copy made before? Build it on the parameters of the model given to Trainer "
+        f"(torch.optim.{kind}(model.parameters(), ...)), or pass a name (optimizer='adam') "
+        "and the Trainer builds it."
+    )
+
+
+def warn_unused_batch_size(
+    data: Any, batch_size: Any, name: str = "batch_size", data_name: str = "x", stacklevel: int = 3
+) -> None:
+    """Warn that ``batch_size`` given with data that comes in batches (a DataLoader, a data
+    module, any iterable of batches) is not used, as Keras 3 warns about ``shuffle`` with a
+    dataset. Tensors, arrays and Datasets are batched with it."""
+    if batch_size is None or data is None or is_array_like(data):
+        return
+    if isinstance(data, Dataset) and hasattr(data, "__len__"):
+        return
+    own = getattr(data, "batch_size", None)
+    batches = f"batches of {own}" if isinstance(own, int) else "batches"
+    warnings.warn(
+        f"{name}={batch_size!r} is not used: {data_name} is a {type(data).__name__}, which "
+        f"makes its own {batches}. Set the batch size where the batches are made (e.g. "
+        f"DataLoader(dataset, batch_size={batch_size!r})) and leave {name} out, or pass the "
+        f"Dataset itself to have it batched with {name}.",
+        stacklevel=stacklevel,
+    )
 
 
 def check_weights_reach(trainer: Any, sample_weight: Any, class_weight: Any = None) -> None:

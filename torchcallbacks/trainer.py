@@ -21,7 +21,11 @@ from torchcallbacks.callbacks.base import Callback
 from torchcallbacks.callbacks.callback_list import CallbackList
 from torchcallbacks.callbacks.history import History
 from torchcallbacks.checkpoints.resume import ResumeState
-from torchcallbacks.checks import check_fit_arguments, check_weights_reach
+from torchcallbacks.checks import (
+    check_fit_arguments,
+    check_weights_reach,
+    warn_unused_batch_size,
+)
 from torchcallbacks.data.inputs import (
     batch_count,
     from_data_module,
@@ -182,7 +186,7 @@ class Trainer(TrainerMethods):
         self,
         x: Any,
         y: Any = None,
-        batch_size: int | None = 32,
+        batch_size: int | None = None,
         epochs: int = 1,
         verbose: int | str = "auto",
         callbacks: Sequence[Callback] | None = None,
@@ -198,8 +202,14 @@ class Trainer(TrainerMethods):
         class_weight: Mapping[int, float] | None = None,
         sample_weight: Any = None,
     ) -> History:
-        """Train for ``epochs`` epochs and return the `History` of the epoch logs."""
+        """Train for ``epochs`` epochs and return the `History` of the epoch logs.
+
+        ``batch_size=None`` means 32 for tensors, arrays and Datasets, as in Keras 3; data
+        that comes in batches (a DataLoader, a data module) keeps its own, and a
+        ``batch_size`` given with it warns that it is not used.
+        """
         self._require_optimizer("fit")
+        warn_unused_batch_size(x, batch_size)
         x, validation_data = from_data_module(x, "fit", validation_data)
         check_fit_arguments(self, locals())
         if validation_split and validation_data is None:
@@ -222,7 +232,7 @@ class Trainer(TrainerMethods):
             val = None
         self._resume.track_data(train)
         steps = steps_per_epoch if steps_per_epoch is not None else batch_count(train)
-        self.batch_size = batch_size
+        self.batch_size = getattr(train, "batch_size", batch_size)
         self.samples_per_epoch = getattr(train, "shard_size", None)
         callbacks = self._callback_list(callbacks, True, verbose, epochs, steps)
         self._callbacks = callbacks
@@ -344,7 +354,7 @@ class Trainer(TrainerMethods):
         self,
         x: Any,
         y: Any = None,
-        batch_size: int | None = 32,
+        batch_size: int | None = None,
         verbose: int | str = "auto",
         steps: int | None = None,
         callbacks: Sequence[Callback] | None = None,
@@ -352,6 +362,7 @@ class Trainer(TrainerMethods):
         sample_weight: Any = None,
     ) -> float | list[float] | dict[str, float]:
         """The loss (a float) without metrics, else ``[loss, *metrics]``, or a dict."""
+        warn_unused_batch_size(x, batch_size)
         x = from_data_module(x, "test")[0]
         check_weights_reach(self, sample_weight)
         with expected_sync():
@@ -367,12 +378,13 @@ class Trainer(TrainerMethods):
     def predict(
         self,
         x: Any,
-        batch_size: int | None = 32,
+        batch_size: int | None = None,
         verbose: int | str = "auto",
         steps: int | None = None,
         callbacks: Sequence[Callback] | None = None,
     ) -> Any:
         """Outputs of every batch concatenated on the CPU (tensors, tuples or dicts)."""
+        warn_unused_batch_size(x, batch_size)
         x = from_data_module(x, "predict")[0]
         with expected_sync():
             batches = make_batches(
