@@ -332,3 +332,37 @@ def test_batch_size_with_a_data_module_warns_that_it_is_not_used():
     trainer = Trainer(net(), "adam", "cross_entropy", device="cpu")
     with pytest.warns(UserWarning, match="batch_size=4 is not used: x is a Data, which makes"):
         trainer.fit(Data(), batch_size=4, verbose=0)
+
+
+# -- 3. monitors ------------------------------------------------------------------------------
+def test_a_monitor_missing_from_the_logs_warns_once_with_the_closest_name(tmp_path):
+    from torchcallbacks import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
+
+    callbacks = [
+        EarlyStopping(monitor="val_acc", patience=5),
+        ReduceLROnPlateau(monitor="val_acc"),
+        ModelCheckpoint(str(tmp_path / "best.pt"), monitor="val_acc", save_best_only=True),
+    ]
+    trainer = Trainer(net(), "adam", "cross_entropy", ["accuracy"], device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(*data(), epochs=3, validation_split=0.25, verbose=0, callbacks=callbacks)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 3, messages  # once per fit and callback
+    assert all(m.endswith("Did you mean 'val_accuracy'?") for m in messages), messages
+    assert messages[0].startswith("Early stopping conditioned on metric `val_acc` which is not")
+    assert messages[2].startswith("Can save best model only with val_acc available, skipping.")
+    assert not os.path.exists(tmp_path / "best.pt")
+
+
+def test_a_misspelt_monitor_is_refused_with_the_name_not_a_mode():
+    from torchcallbacks import EarlyStopping
+
+    trainer = Trainer(net(), "adam", "cross_entropy", ["accuracy"], device="cpu")
+    counter = Batches()
+    with pytest.raises(ValueError, match="looks misspelled.*Did you mean 'val_loss'") as caught:
+        trainer.fit(*data(), validation_split=0.25, verbose=0,
+                    callbacks=[EarlyStopping(monitor="val_los"), counter])  # fmt: skip
+    assert "mode=" not in str(caught.value) and counter.count == 0
+    with pytest.raises(ValueError, match="pass `mode='min'`.*Note that 'score' is not a metric"):
+        trainer.fit(*data(), verbose=0, callbacks=[EarlyStopping(monitor="score")])
