@@ -4,6 +4,7 @@ optimizer, scaler, EMA)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -366,3 +367,92 @@ def test_a_misspelt_monitor_is_refused_with_the_name_not_a_mode():
     assert "mode=" not in str(caught.value) and counter.count == 0
     with pytest.raises(ValueError, match="pass `mode='min'`.*Note that 'score' is not a metric"):
         trainer.fit(*data(), verbose=0, callbacks=[EarlyStopping(monitor="score")])
+
+
+# -- 5. interrupts that talk ------------------------------------------------------------------
+INTERRUPTED_RUN = """
+import sys, torch
+from torchcallbacks import BackupAndRestore, Callback, Trainer
+
+class WaitForSignal(Callback):
+    # After global batch 14: say so, then wait until the test has sent its signal.
+    def on_train_batch_end(self, batch, logs=None):
+        if self.trainer.global_train_batch == 14:
+            print("READY", flush=True)
+            sys.stdin.readline()
+
+torch.manual_seed(0)
+x, y = torch.randn(80, 4), torch.randn(80, 1)
+trainer = Trainer(torch.nn.Linear(4, 1), "sgd", "mse", device="cpu")
+callbacks = [WaitForSignal(), BackupAndRestore(sys.argv[1], save_freq=4)]
+trainer.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=callbacks)
+"""
+
+
+def test_an_interrupt_says_where_the_backup_is_and_the_rerun_where_it_resumes(tmp_path):
+    """Ctrl-C, then SIGTERM in the rerun: real signals sent to a real process, as a terminal
+    or a cluster's scheduler sends them."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(INTERRUPTED_RUN)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+
+    def interrupted(signum: int) -> list[str]:
+        run = subprocess.Popen(
+            [sys.executable, str(script), "backup"], cwd=tmp_path, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        lines = []
+        while (line := run.stdout.readline()) != "READY\n":
+            assert line, run.communicate()[1]
+            lines.append(line.rstrip("\n"))
+        run.send_signal(signum)
+        out, err = run.communicate("go\n", timeout=120)
+        assert run.returncode == -signum, err
+        return lines + out.splitlines()
+
+    told = "The backup 'backup/latest.pt' holds {}: run the same script again to resume from there."
+    # Ctrl-C after global batch 14: the last backup was made after batch 12.
+    assert interrupted(signal.SIGINT) == [
+        "BackupAndRestore: interrupted (Ctrl-C). " + told.format("epoch 2, batch 2")
+    ]
+    # The rerun resumes there; a SIGTERM after batch 14 makes one last backup, then ends it.
+    assert interrupted(signal.SIGTERM) == [
+        "Resuming from epoch 2, batch 2 (backup 'backup/latest.pt'): epoch 2 goes on after its "
+        "first 2 batch(es).",
+        "BackupAndRestore: terminated (SIGTERM). " + told.format("epoch 2, batch 4"),
+    ]
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal: the progress bar redraws in place."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_bar_of_a_resumed_epoch_continues_from_its_batch(tmp_path, capsys):
+    from torchcallbacks import ProgbarLogger
+
+    class Interrupt(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.trainer.global_train_batch == 7:
+                raise KeyboardInterrupt
+
+    x, y = data()
+    backup = str(tmp_path / "backup")
+    trainer = Trainer(net(), "adam", "cross_entropy", device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(x, y, batch_size=8, epochs=2, verbose=0,
+                    callbacks=[BackupAndRestore(backup, save_freq=3), Interrupt()])  # fmt: skip
+    capsys.readouterr()
+    terminal = Terminal()
+    callbacks = [BackupAndRestore(backup), ProgbarLogger("steps", stream=terminal)]
+    trainer.fit(x, y, batch_size=8, epochs=2, verbose=1, callbacks=callbacks)
+    assert capsys.readouterr().out.startswith("Resuming from epoch 2, batch 2 (backup ")
+    resumed = terminal.getvalue().split("Epoch 2/2\n")[1]
+    assert resumed.startswith("\r2/4 [==============>...............]"), resumed
+    assert "1/4" not in resumed and resumed.rstrip().split("\r")[-1].startswith("4/4 [=====")

@@ -247,3 +247,6 @@ def test_a_sigterm_that_reaches_one_rank_makes_every_rank_back_up_at_one_boundar
     state = torch.load(tmp_path / "shared/sigterm/latest.pt", weights_only=True)
     assert state["training"]["global_train_batch"] == 4
     assert len(state["ranks"]) == 2
+    # One line, from rank 0 only: what the backup holds and how to resume.
+    told = "terminated (SIGTERM). The backup '../shared/sigterm/latest.pt' holds epoch 1, batch 4"
+    assert done.stdout.count(told) == 1, done.stdout

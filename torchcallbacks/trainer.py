@@ -147,6 +147,7 @@ class Trainer(TrainerMethods):
         self.samples_per_epoch: int | None = None
         self.batch_size: int | None = None
         self.last_batch_size = 0
+        self.epoch_start_batch = 0  # > 0 in an epoch resumed mid-way: the batches it skips
         self._callbacks: CallbackList | None = None
         self._batch_logs = False
         self._stop_each_batch = False

@@ -208,20 +208,21 @@ class ResumeState:
                 "(trainer.save, or ModelCheckpoint(save_weights_only=False)). To start from "
                 "these weights, call trainer.load_weights(path) before fit."
             )
-        self.pending = {**state, "source": path}  # errors name the file
+        self.pending = {**state, "source": path, "source_kind": "checkpoint"}  # named in errors
 
     def apply(self, state: Mapping[str, Any], callbacks: CallbackList) -> tuple[int, int]:
         """Load a checkpoint into the trainer and its callbacks (after their
         ``on_train_begin``); return the epoch and the batch to resume at."""
         self.load_weights_and_optimizer(state, state.get("source", "the checkpoint"))
+        position = state["training"]
+        epoch, batch = int(position["epoch"]), int(position["batch"])
+        self._announce(state, epoch, batch, callbacks.params.get("epochs"))
         replay = []
         for callback, entry in match_callback_states(state.get("callbacks"), callbacks.callbacks):
             callback.load_state_dict(entry["state"])
             if entry.get("replay"):
                 replay.append(callback)
-        position = state["training"]
         self.trainer.global_train_batch = int(position["global_train_batch"])
-        epoch, batch = int(position["epoch"]), int(position["batch"])
         if batch == 0:
             set_rng_state(state["rng"])
             self._set_data_order_state(position)
@@ -232,6 +233,25 @@ class ResumeState:
             if self.trainer.stop_training:  # the replayed epoch end stopped training
                 epoch = max(epoch, int(callbacks.params.get("epochs", epoch)))
         return epoch, batch
+
+    def _announce(
+        self, state: Mapping[str, Any], epoch: int, batch: int, epochs: int | None
+    ) -> None:
+        """Print (rank 0, whatever ``verbose``) where training resumes, before any bar:
+        ``epoch`` 0-based (printed as the progress bar numbers it), ``batch`` the batches
+        of it already trained (where its bar continues)."""
+        if not self.trainer.is_main_process:
+            return
+        source = state.get("source")
+        kind = state.get("source_kind", "checkpoint")
+        where = f" ({kind} {source!r})" if isinstance(source, str) else ""
+        if batch:
+            done = f"epoch {epoch + 1} goes on after its first {batch} batch(es)"
+        elif epochs is not None and epoch >= epochs:
+            done = f"all {epochs} epoch(s) are done"
+        else:
+            done = f"{epoch}{'' if epochs is None else f' of {epochs}'} epoch(s) done"
+        print(f"Resuming from epoch {epoch + 1}, batch {batch}{where}: {done}.", flush=True)
 
     def finish_interrupted_hook(self) -> None:
         """Call the hook the checkpoint was written in on the callbacks that had not
@@ -250,6 +270,7 @@ class ResumeState:
     def begin_epoch(self, resume: Mapping[str, Any] | None) -> None:
         """Reset the epoch accumulators, or restore them and the epoch's data order."""
         tracker = self.trainer._train_tracker
+        self.trainer.epoch_start_batch = 0 if resume is None else int(resume["training"]["batch"])
         if resume is None:
             tracker.reset()
             self._epoch_start = {**self._data_order_state(), "torch": torch.get_rng_state()}
