@@ -137,6 +137,38 @@ def test_a_file_written_before_the_class_was_recorded_is_judged_by_its_hyperpara
     assert equal(adam.state_dict()["state"], state["optimizer"]["state"])
 
 
+class Scaled(torch.optim.Optimizer):
+    """An optimizer of the user's own, with a hyper-parameter no torch optimizer has."""
+
+    def __init__(self, params, lr=0.1, scale=2.0):
+        super().__init__(params, {"lr": lr, "scale": scale})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is not None:
+                    parameter.add_(parameter.grad, alpha=-group["lr"] * group["scale"])
+
+
+def test_an_old_file_of_an_own_optimizer_is_judged_by_its_hyperparameters(tmp_path):
+    model = net(5)
+    optimizer = Scaled(model.parameters())
+    torch.optim.lr_scheduler.StepLR(optimizer, 1)  # adds "initial_lr" to the groups
+    state = {"format": "torchcallbacks.checkpoint", "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "epoch": 0}  # fmt: skip
+    save_checkpoint(tmp_path / "old.pt", state)  # no optimizer_class, as in older files
+    model = net(1)
+    own = Scaled(model.parameters())
+    load_checkpoint(tmp_path / "old.pt", model, own)  # the same optimizer loads
+    assert own.param_groups[0]["initial_lr"] == 0.1
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = snapshot(model, sgd)
+    with pytest.raises(CheckpointFileError, match=r"\['scale'\], unknown to this optimizer"):
+        load_checkpoint(tmp_path / "old.pt", model, sgd)
+    assert equal(snapshot(model, sgd), before)
+
+
 def test_other_parameter_groups_are_refused_before_anything_is_written(tmp_path):
     path = adam_checkpoint(tmp_path / "adam.pt")
     model = net(1)

@@ -247,7 +247,7 @@ class BackupAndRestore(Callback):
         previous = self._previous_handlers.get(signum, signal.default_int_handler)
         if not self._fit_running(frame):  # a fit that raised left the handler: pass it on
             self._restore_handler()
-        elif previous != signal.SIG_IGN:
+        elif previous in (signal.default_int_handler, signal.SIG_DFL):  # it ends the fit
             self._tell("interrupted (Ctrl-C)")
         if callable(previous):
             previous(signum, frame)

@@ -363,6 +363,11 @@ _CLASS_BY_HYPERPARAMETERS = (
 )
 
 
+# Keys of parameter groups that are no hyper-parameter of the optimizer: its parameters and
+# their names, what torch's LR schedulers and `set_learning_rate` add.
+_GROUP_BOOKKEEPING = {"params", "param_names", "initial_lr", "lr_ratio"}
+
+
 def saved_optimizer_class(state: Mapping[str, Any], recorded: str | None) -> str | None:
     """The class name of the optimizer that wrote ``state``: ``recorded`` (what the file
     says), else inferred from its hyper-parameters for torch's optimizers; None if unknown."""
@@ -435,7 +440,7 @@ def _class_difference(
     if ours is not None and saved is not None:
         return None if ours == saved else "another optimizer class"
     groups = state.get("param_groups") or []
-    unknown = set().union(*(set(g) for g in groups)) - set(optimizer.defaults) - {"params"}
+    unknown = set().union(*(set(g) for g in groups)) - set(optimizer.defaults) - _GROUP_BOOKKEEPING
     if unknown:
         return f"its parameter groups hold {sorted(unknown)}, unknown to this optimizer"
     return None
