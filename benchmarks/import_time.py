@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -50,13 +51,18 @@ def two_cores() -> None:
             os.sched_setaffinity(0, cores[:2])
 
 
-def run(code: str, env: dict[str, str]) -> tuple[float, str]:
-    """The wall-clock time of a fresh interpreter running ``code``, and what it printed."""
+def run(code: str, env: dict[str, str]) -> tuple[float, float, str]:
+    """The wall-clock and CPU time of a fresh interpreter running ``code`` (start to exit),
+    and what it printed."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    return time.perf_counter() - start, result.stdout
+    wall = time.perf_counter() - start
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime
+    return wall, cpu, result.stdout
 
 
 def main() -> None:
@@ -68,25 +74,36 @@ def main() -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     run(WITH_PACKAGE, env)  # compile and cache the bytecode, warm the file cache
     torch_only, with_package, alone_wall, alone_cpu = [], [], [], []
+    torch_only_cpu, with_package_cpu = [], []
     added: list[str] = []
     for round_ in range(args.rounds):
         order = [TORCH_ONLY, WITH_PACKAGE] if round_ % 2 == 0 else [WITH_PACKAGE, TORCH_ONLY]
         for code in order:
-            seconds, printed = run(code, env)
+            seconds, cpu, printed = run(code, env)
             if code == TORCH_ONLY:
                 torch_only.append(seconds)
+                torch_only_cpu.append(cpu)
                 continue
             with_package.append(seconds)
+            with_package_cpu.append(cpu)
             inside = json.loads(printed)
             alone_wall.append(inside["wall"])
             alone_cpu.append(inside["cpu"])
             added = inside["added"]
-    base, full = statistics.median(torch_only), statistics.median(with_package)
     print(f"cores: {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}")
-    print(f"rounds: {args.rounds} (medians)")
-    print(f"python -c 'import torch':                 {base:.3f} s")
-    print(f"python -c 'import torch, torchcallbacks': {full:.3f} s")
-    print(f"difference: {full - base:+.3f} s (ratio {full / base:.3f})")
+    print(f"rounds: {args.rounds} (medians; wall clock, and CPU time in brackets)")
+    for label, walls, cpus in (
+        ("import torch", torch_only, torch_only_cpu),
+        ("import torch, torchcallbacks", with_package, with_package_cpu),
+    ):
+        wall, cpu = statistics.median(walls), statistics.median(cpus)
+        print(f"python -c '{label}':".ljust(45) + f"{wall:.3f} s ({cpu:.3f} s)")
+    base, full = statistics.median(torch_only), statistics.median(with_package)
+    base_cpu, full_cpu = statistics.median(torch_only_cpu), statistics.median(with_package_cpu)
+    print(
+        f"difference: {full - base:+.3f} s (ratio {full / base:.3f}); "
+        f"CPU {full_cpu - base_cpu:+.3f} s (ratio {full_cpu / base_cpu:.3f})"
+    )
     print(
         f"import torchcallbacks after torch: {statistics.median(alone_wall):.3f} s wall, "
         f"{statistics.median(alone_cpu):.3f} s CPU (target: at most 0.2 s)"
