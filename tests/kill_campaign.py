@@ -104,6 +104,7 @@ def run_child(work: str, data: str, kill_at_save=None, kill_after: float | None 
     """Fork one run; return its wait status code (negative: killed by that signal)."""
     pid = os.fork()
     if pid == 0:
+        os.dup2(2, 1)  # what the run prints ("Resuming from ...") goes to stderr, not the report
         code = 0
         try:
             train(work, data, kill_at_save)

@@ -51,6 +51,7 @@ def runs(tmp_path_factory):
         for rank in (0, 1)
     }
     results["single"] = json.loads((out / "single_rank0.json").read_text())
+    results["elastic_stdout"] = elastic.stdout
     return out, parts.stdout, results
 
 
@@ -238,6 +239,17 @@ def test_a_1_process_backup_resumes_on_2_ranks(runs):
     assert any("written by 1" in message for message in warned)
 
 
+def test_only_rank_0_says_where_a_run_resumes(runs):
+    """The elastic launch resumes three backups on 2 ranks (one after each restart, and one
+    written by a single process): one line each, from rank 0."""
+    _, _, results = runs
+    lines = [
+        line for line in results["elastic_stdout"].splitlines() if "Resuming from epoch" in line
+    ]
+    assert len(lines) == 3 and len(set(lines)) == 3, lines
+    assert all("(backup '../shared/" in line for line in lines), lines
+
+
 def test_a_sigterm_that_reaches_one_rank_makes_every_rank_back_up_at_one_boundary(tmp_path):
     """Rank 1 alone gets SIGTERM after global batch 3; the ranks agree on it at that batch's
     end and both back up after batch 4 (a collective), then terminate."""
@@ -247,3 +259,6 @@ def test_a_sigterm_that_reaches_one_rank_makes_every_rank_back_up_at_one_boundar
     state = torch.load(tmp_path / "shared/sigterm/latest.pt", weights_only=True)
     assert state["training"]["global_train_batch"] == 4
     assert len(state["ranks"]) == 2
+    # One line, from rank 0 only: what the backup holds and how to resume.
+    told = "terminated (SIGTERM). The backup '../shared/sigterm/latest.pt' holds epoch 1, batch 4"
+    assert done.stdout.count(told) == 1, done.stdout

@@ -22,6 +22,7 @@ RUN_EXAMPLES = [
     "README.md",
     "docs/index.md",
     "docs/getting_started.md",
+    "docs/common_mistakes.md",
     "docs/performance.md",
     "docs/tracking.md",
     *sorted(str(p.relative_to(ROOT)) for p in (DOCS / "callbacks").glob("*.md")),

@@ -565,7 +565,9 @@ def test_non_finite_inputs_are_reported_once_and_can_be_silenced():
 def test_a_misspelt_monitor_is_named_with_the_closest_logged_name():
     x, y = data(16)
     trainer = Trainer(torch.nn.Linear(4, 1), "sgd", "mse", ["mae"], device="cpu")
-    with pytest.raises(ValueError, match=r"'val_los' is not a metric .*Did you mean 'val_loss'"):
+    expected = r"looks misspelled: 'val_los' is not a metric .*Did you mean 'val_loss'"
+    with pytest.raises(ValueError, match=expected) as caught:
         trainer.fit(
             x, y, validation_split=0.25, callbacks=[EarlyStopping(monitor="val_los")], verbose=0
         )
+    assert "mode=" not in str(caught.value)  # the fix is the name, not a mode

@@ -285,7 +285,8 @@ def test_missing_monitor_warns_once_and_training_goes_on():
     messages = [str(w.message) for w in record]
     assert messages == [
         "Early stopping conditioned on metric `val_loss` which is not available. "
-        "Available metrics are: loss"
+        "Available metrics are: loss. 'val_loss' is logged only in epochs that validate: pass "
+        "validation_data= or validation_split= to fit (see validation_freq), or monitor 'loss'."
     ]
     assert len(history.epoch) == 4
     assert stop.stopped_epoch == 0
@@ -431,7 +432,9 @@ def test_reduce_lr_missing_monitor_warns_once_with_lr_key():
         history = trainer.fit(*DATA, epochs=3, verbose=0, callbacks=[reduce])
     assert [str(w.message) for w in record] == [
         "Learning rate reduction is conditioned on metric `val_loss` which is not available. "
-        "Available metrics are: loss,lr."
+        "Available metrics are: loss,lr. 'val_loss' is logged only in epochs that validate: "
+        "pass validation_data= or validation_split= to fit (see validation_freq), or monitor "
+        "'loss'."
     ]
     assert history.history["lr"] == [0.1, 0.1, 0.1]
     assert trainer.get_lr() == 0.1

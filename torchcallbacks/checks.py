@@ -14,7 +14,7 @@ import os
 import string
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -137,8 +137,63 @@ def check_fit_arguments(trainer: Any, arguments: Mapping[str, Any]) -> None:
             "batches."
         )
     check_weights_reach(trainer, arguments["sample_weight"], arguments["class_weight"])
+    check_optimizer_trains(trainer)
+    if not isinstance(validation, tuple):
+        warn_unused_batch_size(
+            validation,
+            arguments["validation_batch_size"],
+            "validation_batch_size",
+            "validation_data",
+        )
     for name, value in (("x", x), ("y", y)):
         _warn_non_finite(name, value)
+
+
+def check_optimizer_trains(trainer: Any) -> None:
+    """Refuse an optimizer that holds none of the module's trainable parameters (built on
+    another module, or on a copy): training would leave the module as it is. One that
+    holds some (frozen layers left out, or given to it) is fine."""
+    optimizer = trainer.optimizer
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        return
+    trainable = {id(p) for p in trainer.model.parameters() if p.requires_grad}
+    if any(id(p) in trainable for group in optimizer.param_groups for p in group["params"]):
+        return
+    model, kind = type(trainer.model).__name__, type(optimizer).__name__
+    if not trainable:
+        raise ValueError(
+            f"The model ({model}) has no trainable parameter (every one has "
+            "requires_grad=False), so fit would change nothing. Unfreeze the layers to train "
+            "(parameter.requires_grad_(True)) and build the optimizer on them."
+        )
+    raise ValueError(
+        f"The optimizer ({kind}) holds none of the trainable parameters of the model "
+        f"({model}): fit would leave the model unchanged. Was it built on another model, or "
+        "on a copy made before? Build it on the parameters of the model given to Trainer "
+        f"(torch.optim.{kind}(model.parameters(), ...)), or pass a name (optimizer='adam') "
+        "and the Trainer builds it."
+    )
+
+
+def warn_unused_batch_size(
+    data: Any, batch_size: Any, name: str = "batch_size", data_name: str = "x", stacklevel: int = 3
+) -> None:
+    """Warn that ``batch_size`` given with data that comes in batches (a DataLoader, a data
+    module, any iterable of batches) is not used, as Keras 3 warns about ``shuffle`` with a
+    dataset. Tensors, arrays and Datasets are batched with it."""
+    if batch_size is None or data is None or is_array_like(data):
+        return
+    if isinstance(data, Dataset) and hasattr(data, "__len__"):
+        return
+    own = getattr(data, "batch_size", None)
+    batches = f"batches of {own}" if isinstance(own, int) else "batches"
+    warnings.warn(
+        f"{name}={batch_size!r} is not used: {data_name} is a {type(data).__name__}, which "
+        f"makes its own {batches}. Set the batch size where the batches are made (e.g. "
+        f"DataLoader(dataset, batch_size={batch_size!r})) and leave {name} out, or pass the "
+        f"Dataset itself to have it batched with {name}.",
+        stacklevel=stacklevel,
+    )
 
 
 def check_weights_reach(trainer: Any, sample_weight: Any, class_weight: Any = None) -> None:
@@ -224,17 +279,64 @@ def _name(loss: Any) -> str:
     return repr(loss) if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
 
 
-def unknown_monitor_hint(trainer: Any, monitor: str) -> str:
-    """For a monitor that is not among the names the logs will hold: a sentence saying so,
-    with the closest name; empty when the name is known (or the names are not yet known)."""
+def logged_names(trainer: Any) -> list[str]:
+    """The names the logs of a fit will hold by the trainer's loss and metrics (and their
+    ``val_`` forms); empty when not known before training (a LightningModule's ``self.log``,
+    losses per output before the first batch)."""
     objective = getattr(trainer, "objective", None)
     logged = list(getattr(objective, "log_names", []) or [])
-    names = logged + [f"val_{name}" for name in logged]
-    if not logged or monitor in names:
+    return logged + [f"val_{name}" for name in logged]
+
+
+def closest_names(name: str, names: Iterable[str], count: int = 3) -> list[str]:
+    """The names of ``names`` that ``name`` may be a misspelling of, best first. Names are
+    compared without their ``val_`` prefix: one starting with the other (``acc``,
+    ``accuracy``) or close by `difflib`; those of the other stage (``loss`` for
+    ``val_los``) only when none of the same stage is close."""
+    stem = name.removeprefix("val_")
+    found: list[tuple[bool, bool, float, str]] = []
+    for other in names:
+        other_stem = other.removeprefix("val_")
+        extends = min(len(stem), len(other_stem)) >= 2 and (
+            stem.startswith(other_stem) or other_stem.startswith(stem)
+        )
+        ratio = difflib.SequenceMatcher(None, stem, other_stem).ratio()
+        if other != name and (extends or ratio >= 0.6):
+            other_stage = other.startswith("val_") != name.startswith("val_")
+            found.append((other_stage, not extends, -ratio, other))
+    found.sort()
+    same_stage = [entry for entry in found if not entry[0]]
+    return [entry[-1] for entry in same_stage or found][:count]
+
+
+def did_you_mean(names: list[str]) -> str:
+    """`` Did you mean 'a' or 'b'?`` (empty without names)."""
+    if not names:
         return ""
-    close = difflib.get_close_matches(monitor, names, n=1)
-    suggestion = f" Did you mean {close[0]!r}?" if close else ""
-    return (
-        f" But {monitor!r} is not a metric this fit logs (it logs {', '.join(logged)}, and "
-        f"{', '.join(names[len(logged) :])} when validating).{suggestion}"
-    )
+    quoted = [repr(name) for name in names]
+    alternatives = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return f" Did you mean {alternatives}?"
+
+
+def missing_monitor_hint(monitor: str, logs: Mapping[str, Any]) -> str:
+    """For a monitor missing from ``logs``: what it may be instead, or why it is missing."""
+    if monitor.startswith("val_") and monitor.removeprefix("val_") in logs:
+        if not any(key.startswith("val_") for key in logs):
+            return (
+                f" {monitor!r} is logged only in epochs that validate: pass validation_data= "
+                f"or validation_split= to fit (see validation_freq), or monitor "
+                f"{monitor.removeprefix('val_')!r}."
+            )
+    return did_you_mean(closest_names(monitor, logs))
+
+
+def unknown_monitor(trainer: Any, monitor: str) -> tuple[str, list[str]]:
+    """For a monitor that is not among the names the fit logs (`logged_names`): a sentence
+    saying what it logs, and the closest names; ``("", [])`` when the name is logged or
+    the names are not known before training."""
+    names = logged_names(trainer)
+    if not names or monitor in names:
+        return "", []
+    half = len(names) // 2
+    logs = f"it logs {', '.join(names[:half])}, and {', '.join(names[half:])} when validating"
+    return f"{monitor!r} is not a metric this fit logs ({logs}).", closest_names(monitor, names)

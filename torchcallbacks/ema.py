@@ -131,17 +131,32 @@ class ExponentialMovingAverage:
         """Restore what `state_dict` returned, after the module's own state was loaded.
 
         The module holds the training weights afterwards, even when the checkpoint was
-        written while the averages were swapped in. The momentum stays this object's.
+        written while the averages were swapped in. The momentum stays this object's. A
+        state that does not match the module's trainable parameters (names and shapes)
+        raises a ``ValueError`` before anything is changed.
         """
         saved = state["averages"]
-        self._bind()
-        if set(saved) != set(self._names):
+        training = state.get("training_weights")
+        shapes = {
+            name: tuple(parameter.shape)
+            for name, parameter in self.module.named_parameters()
+            if parameter.requires_grad and parameter.is_floating_point()
+        }
+        if set(saved) != set(shapes):
             raise ValueError(
                 "The checkpoint's EMA does not match the module's trainable parameters: "
-                f"missing {sorted(set(self._names) - set(saved))}, unexpected "
-                f"{sorted(set(saved) - set(self._names))}."
+                f"missing {sorted(set(shapes) - set(saved))}, unexpected "
+                f"{sorted(set(saved) - set(shapes))}."
             )
-        training = state.get("training_weights")
+        resized = [
+            f"{name}: {tuple(tensor.shape)} in the checkpoint, {shapes[name]} in the module"
+            for source in (saved, training or {})
+            for name, tensor in source.items()
+            if tuple(tensor.shape) != shapes.get(name)
+        ]
+        if resized:
+            raise ValueError(f"The checkpoint's EMA has other shapes: {'; '.join(resized[:5])}.")
+        self._bind()
         for name, parameter, average in zip(self._names, self._parameters, self._averages):
             average.copy_(saved[name])
             if training is not None:

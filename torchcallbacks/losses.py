@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torchcallbacks.utils import expected_sync
 
 _EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities before the log
+_IGNORE_INDEX = -100  # the label torch's cross_entropy and nll_loss skip
 
 
 def _matching_target(name: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
@@ -115,6 +116,35 @@ def cross_entropy(
     if y_true.dtype is not torch.int64 and not y_true.is_floating_point():
         y_true = y_true.long()
     return F.cross_entropy(y_pred, y_true, reduction=reduction)
+
+
+def label_out_of_range(name: str, y_pred: Any, y_true: Any) -> str | None:
+    """For integer class targets outside ``[0, classes)`` (torch's ``IndexError: Target 5 is
+    out of bounds``): a message naming the loss, the first such label and the number of
+    classes (dimension 1 of the output, torch's layout); None when all are in range."""
+    if not isinstance(y_true, torch.Tensor) or y_true.is_floating_point():
+        return None
+    if not isinstance(y_pred, torch.Tensor) or y_pred.ndim == 0:
+        return None
+    classes = y_pred.shape[1] if y_pred.ndim > 1 else y_pred.shape[0]
+    labels = y_true.flatten()
+    with expected_sync():  # only on the way to an error
+        bad = labels[((labels < 0) & (labels != _IGNORE_INDEX)) | (labels >= classes)]
+        if not len(bad):
+            return None
+        label = int(bad[0])
+        needed = int(labels.max()) + 1
+    if label < 0:
+        fix = "Negative labels are no class (only -100 marks a sample to skip): check the labels."
+    else:
+        fix = (
+            "Check the labels (1-based? more classes than the model has outputs?) or make the "
+            f"last layer output one value per class (here {needed} or more)."
+        )
+    return (
+        f"loss '{name}': the targets hold the class label {label}, but the model outputs "
+        f"{classes} classes, so labels must be integers from 0 to {classes - 1}. {fix}"
+    )
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {

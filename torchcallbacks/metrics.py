@@ -16,7 +16,13 @@ import torch
 
 from torchcallbacks.data.batches import PAD_VALUE
 from torchcallbacks.distributed import process_group as distributed
-from torchcallbacks.losses import logits_alternative, loss_name, resolve_loss, warn_if_logits
+from torchcallbacks.losses import (
+    label_out_of_range,
+    logits_alternative,
+    loss_name,
+    resolve_loss,
+    warn_if_logits,
+)
 from torchcallbacks.weighting import WeightedMetrics, loss_weights_for, ratios, weighted_loss
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -201,6 +207,11 @@ class _Head:
                 value = self.loss_fn(y_pred, y_true)
             else:
                 value = weighted_loss(self.loss_fn, y_pred, y_true, weights)
+        except IndexError as error:  # torch's "Target 5 is out of bounds." (CPU)
+            message = label_out_of_range(self.loss_label, y_pred, y_true)
+            if message is None:
+                raise
+            raise ValueError(message) from error
         except RuntimeError as error:
             raise ValueError(
                 f"loss '{self.loss_label}' failed on model output of shape "
@@ -405,12 +416,35 @@ def _values(heads: Any) -> list[_Head]:
 
 def _pairs(heads: Any, outputs: Any, targets: Any) -> list[tuple[_Head, Any, Any]]:
     if isinstance(heads, dict):
-        return [(head, outputs[k], targets[k]) for k, head in heads.items()]
+        try:
+            return [(head, outputs[k], targets[k]) for k, head in heads.items()]
+        except (TypeError, KeyError, IndexError):
+            _check_named_targets(list(heads), targets)
+            raise
     if isinstance(outputs, Mapping):
         outputs = list(outputs.values())
     if isinstance(targets, Mapping):
         targets = list(targets.values())
     return list(zip(heads, outputs, targets))
+
+
+def _check_named_targets(names: list[str], targets: Any) -> None:
+    """Raise a ValueError naming the outputs when the targets of losses given by output
+    name are not a dict holding those names."""
+    if isinstance(targets, Mapping):
+        missing = [name for name in names if name not in targets]
+        if not missing:
+            return
+        problem = f"a dict without {missing} (its keys: {list(targets)})"
+    else:
+        problem = f"a {type(targets).__name__}"
+    example = ", ".join(f"{name!r}: ..." for name in names)
+    raise ValueError(
+        f"loss is a dict by output name and the model returns the outputs {names}, but the "
+        f"targets are {problem}. Give y as a dict with those keys (y={{{example}}}), or give "
+        "loss as a list, one loss per output in the model's order, to match targets by "
+        "position."
+    )
 
 
 class MetricTracker:

@@ -73,6 +73,16 @@ class Progbar:
         self._time_after_first_step: float | None = None
         self._previous_width = 0
         self._seen_so_far = 0
+        self._initial = 0  # where the bar started: > 0 for an epoch resumed mid-way
+
+    def resume_at(self, current: int) -> None:
+        """Start the bar at ``current`` (an epoch resumed after ``current`` steps or samples):
+        drawn there at once on a terminal (``verbose=1``); times and ETAs count only the
+        steps run from there."""
+        self._initial = self._seen_so_far = current
+        if self.verbose == 1 and self.dynamic:
+            self._last_update = time.time()
+            self._write(self._counter(current) + self._bar(current), finalize=False)
 
     def due(self) -> bool:
         """Whether the next non-final update would draw (verbose=1 redraws are throttled)."""
@@ -93,7 +103,7 @@ class Progbar:
                 self._values[key] = value
         self._seen_so_far = current
         now = time.time()
-        if current == 1 and self._time_after_first_step is None:
+        if current == self._initial + 1 and self._time_after_first_step is None:
             self._time_after_first_step = now
         if self.verbose == 1:
             if not finalize and now - self._last_update < self.interval:
@@ -105,11 +115,12 @@ class Progbar:
             self.stream.flush()
 
     def _time_per_step(self, current: int, now: float) -> float:
-        if current == 0:
+        done = current - self._initial  # this run's steps (all but the skipped ones)
+        if done <= 0:
             return 0.0
-        if current > 1 and self._time_after_first_step is not None:
-            return (now - self._time_after_first_step) / (current - 1)
-        return (now - self._start) / current
+        if done > 1 and self._time_after_first_step is not None:
+            return (now - self._time_after_first_step) / (done - 1)
+        return (now - self._start) / done
 
     def _counter(self, current: int) -> str:
         if self.target is None:

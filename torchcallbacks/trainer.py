@@ -21,7 +21,7 @@ from torchcallbacks.callbacks.base import Callback
 from torchcallbacks.callbacks.callback_list import CallbackList
 from torchcallbacks.callbacks.history import History
 from torchcallbacks.checkpoints.resume import ResumeState
-from torchcallbacks.checks import check_fit_arguments
+from torchcallbacks.checks import check_fit_arguments, warn_unused_batch_size
 from torchcallbacks.data.inputs import (
     batch_count,
     make_batches,
@@ -152,6 +152,7 @@ class Trainer(TrainerMethods):
         self.samples_per_epoch: int | None = None
         self.batch_size: int | None = None
         self.last_batch_size = 0
+        self.epoch_start_batch = 0  # > 0 in an epoch resumed mid-way: the batches it skips
         self._callbacks: CallbackList | None = None
         self._batch_logs = False
         self._stop_each_batch = False
@@ -192,7 +193,7 @@ class Trainer(TrainerMethods):
         self,
         x: Any = None,
         y: Any = None,
-        batch_size: int | None = 32,
+        batch_size: int | None = None,
         epochs: int = 1,
         verbose: int | str = "auto",
         callbacks: Sequence[Callback] | None = None,
@@ -209,9 +210,15 @@ class Trainer(TrainerMethods):
         sample_weight: Any = None,
         datamodule: Any = None,
     ) -> History:
-        """Train for ``epochs`` epochs and return the `History` of the epoch logs
-        (``datamodule=``: a data module given by name, as in Lightning)."""
+        """Train for ``epochs`` epochs and return the `History` of the epoch logs.
+
+        ``batch_size=None`` means 32 for tensors, arrays and Datasets, as in Keras 3; data
+        that comes in batches (a DataLoader, a data module) keeps its own, and a
+        ``batch_size`` given with it warns that it is not used. ``datamodule=``: a data module
+        given by name, as in Lightning.
+        """
         self._require_optimizer("fit")
+        warn_unused_batch_size(x if datamodule is None else datamodule, batch_size)
         x, validation_data = self._data_of(x, "fit", validation_data, datamodule)
         check_fit_arguments(self, locals())
         if validation_split and validation_data is None:
@@ -236,7 +243,7 @@ class Trainer(TrainerMethods):
             val = None
         self._resume.track_data(train)
         steps = steps_per_epoch if steps_per_epoch is not None else batch_count(train)
-        self.batch_size = batch_size
+        self.batch_size = getattr(train, "batch_size", batch_size)
         self.samples_per_epoch = getattr(train, "shard_size", None)
         callbacks = self._callback_list(callbacks, True, verbose, epochs, steps)
         self._callbacks = callbacks
@@ -361,7 +368,7 @@ class Trainer(TrainerMethods):
         self,
         x: Any,
         y: Any = None,
-        batch_size: int | None = 32,
+        batch_size: int | None = None,
         verbose: int | str = "auto",
         steps: int | None = None,
         callbacks: Sequence[Callback] | None = None,
@@ -369,13 +376,14 @@ class Trainer(TrainerMethods):
         sample_weight: Any = None,
     ) -> float | list[float] | dict[str, float]:
         """The loss (a float) without metrics, else ``[loss, *metrics]``, or a dict."""
+        warn_unused_batch_size(x, batch_size)
         logs = self._evaluate(x, y, batch_size, verbose, steps, callbacks, sample_weight, "test")
         return results(logs, return_dict)
 
     def predict(
         self,
         x: Any,
-        batch_size: int | None = 32,
+        batch_size: int | None = None,
         verbose: int | str = "auto",
         steps: int | None = None,
         callbacks: Sequence[Callback] | None = None,
@@ -386,6 +394,7 @@ class Trainer(TrainerMethods):
         HuggingFace's Trainer pads them (False for booleans, 0 for unsigned integers);
         outputs whose number of dimensions differs between batches come back as a list of
         one tensor per example."""
+        warn_unused_batch_size(x, batch_size)
         x = self._data_of(x, "predict")[0]
         with expected_sync():
             batches = make_batches(

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from torchcallbacks.callbacks.base import Callback
-from torchcallbacks.checks import unknown_monitor_hint
+from torchcallbacks.checks import did_you_mean, missing_monitor_hint, unknown_monitor
 
 _MAX_NAMES = ("acc", "auc", "auroc", "precision", "recall", "f1", "fmeasure", "iou", "dice")
 _MIN_NAMES = ("loss", "error", "mae", "mse", "rmse", "crossentropy", "perplexity")
@@ -37,7 +37,8 @@ _DIRECTIONS = {"up": "max", "max": "max", "down": "min", "min": "min"}
 def monitored_value(
     logs: Mapping[str, Any] | None, monitor: str, message: str, warned: bool
 ) -> tuple[Any, bool]:
-    """``(logs[monitor] or None, warned)``; warns ``message`` once when the key is missing.
+    """``(logs[monitor] or None, warned)``; warns ``message`` once when the key is missing,
+    followed by the closest logged names ("Did you mean 'val_accuracy'?").
 
     ``message`` may use ``{monitor}`` and ``{available}`` (the logs' keys joined by ``,``).
     ``warned`` says whether this fit already warned; the new flag is returned.
@@ -46,7 +47,11 @@ def monitored_value(
     value = logs.get(monitor)
     if value is None and not warned:
         available = ",".join(logs)
-        warnings.warn(message.format(monitor=monitor, available=available), stacklevel=3)
+        text = message.format(monitor=monitor, available=available)
+        hint = missing_monitor_hint(monitor, logs)
+        if hint and not text.endswith("."):
+            text += "."
+        warnings.warn(text + hint, stacklevel=3)
         warned = True
     return value, warned
 
@@ -121,13 +126,22 @@ class MonitorCallback(Callback):
             return "max"
         if any(part in lowered for part in _MIN_NAMES):
             return "min"
+        owner = type(self).__name__
+        unknown, close = unknown_monitor(self.trainer, self.monitor)
+        if close:  # a misspelling: its fix is the name, not a mode
+            raise ValueError(
+                f"{owner} callback received monitor={self.monitor}, which looks misspelled: "
+                f"{unknown}{did_you_mean(close)} Pass the logged name (its mode is then "
+                "known)."
+            )
+        if unknown:
+            unknown = f" Note that {unknown} Unless a callback logs it, check the name."
         raise ValueError(
-            f"{type(self).__name__} callback received monitor={self.monitor}, but torchcallbacks "
+            f"{owner} callback received monitor={self.monitor}, but torchcallbacks "
             "cannot automatically determine whether that metric should be maximized or "
             "minimized. Pass `mode='max'` in order to monitor based on the highest metric "
             "value, or pass `mode='min'` in order to use the lowest value "
-            f'(e.g. {type(self).__name__}(monitor="{self.monitor}", mode="min")).'
-            f"{unknown_monitor_hint(self.trainer, self.monitor)}"
+            f'(e.g. {owner}(monitor="{self.monitor}", mode="min")).{unknown}'
         )
 
     def _declared_direction(self, name: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Mapping
 from types import FrameType
@@ -44,8 +45,12 @@ class BackupAndRestore(Callback):
       rerun continues mid-epoch at the next batch, without reading the batches before it.
     - ``SIGTERM`` (a preempted job, ``kill``, a cluster's time limit) makes one last backup
       at the next batch boundary, then the signal takes its course (the previous handler,
-      by default ending the process). A second ``SIGTERM`` acts at once. The handler is
+      by default ending the process). A second ``SIGTERM`` acts at once. The handlers are
       installed during `fit` from the main thread and restored afterwards.
+    - Ctrl-C (``SIGINT``) and ``SIGTERM`` print one line (rank 0) saying where the backup is,
+      the epoch and batch it holds, and to run the script again; Ctrl-C still interrupts
+      at once. A resumed `fit` prints ``Resuming from epoch E, batch B (backup ...)``
+      before training.
     - After a finished `fit` the backup file is deleted and ``backup_dir`` removed if empty
       (``delete_checkpoint=False`` keeps the final state instead), so a later `fit` starts
       from epoch 0. An exception leaves the backup in place for the rerun, and so does a
@@ -101,8 +106,10 @@ class BackupAndRestore(Callback):
         self.save_freq = save_freq
         self.delete_checkpoint = delete_checkpoint
         self._terminating = False
-        self._previous_handler: Any = None
+        self._previous_handlers: dict[int, Any] = {}
         self._handler_installed = False
+        # The position in the backup on disk: (0-based epoch, batches of it done), or None.
+        self._backed_up: tuple[int, int] | None = None
 
     @property
     def backup_path(self) -> str:
@@ -133,24 +140,29 @@ class BackupAndRestore(Callback):
                 f"cannot be resumed from: it {str(error).removeprefix(repr(error.path) + ' ')} "
                 "Delete it to train from scratch",
             ) from error
+        self._backed_up = None
         if state is not None:
             if not checkpoint_io.is_full_checkpoint(state):
                 raise ValueError(
                     f"{self.backup_path} is not a BackupAndRestore backup (no full checkpoint "
                     "format marker); delete it or choose another backup_dir."
                 )
-            self.trainer.request_resume({**state, "source": self.backup_path})
+            self.trainer.request_resume(
+                {**state, "source": self.backup_path, "source_kind": "backup"}
+            )
+            position = state["training"]
+            self._backed_up = (int(position["epoch"]), int(position["batch"]))
         self._install_handler()
 
     # -- back up ---------------------------------------------------------------------------
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         due = self.save_freq != "epoch" and self.trainer.global_train_batch % self.save_freq == 0
         if due or self._terminating_everywhere():
-            self._backup(logs)
+            self._backup(logs, (self.trainer.current_epoch, batch + 1))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.save_freq == "epoch" or self._terminating_everywhere():
-            self._backup(logs)
+            self._backup(logs, (epoch + 1, 0))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         # The backup is a collective under torchrun: every rank decides together.
@@ -160,23 +172,32 @@ class BackupAndRestore(Callback):
             if self.delete_checkpoint and not terminating:
                 self._delete_backup()
             else:  # after a SIGTERM, the rerun finds the finished state (and trains 0 epochs)
-                self._save(logs)
+                self._save(logs, (self.trainer.current_epoch + 1, 0))
         finally:
             self._restore_handler()
         if terminating:
+            self._tell("terminated (SIGTERM)")
             signal.raise_signal(signal.SIGTERM)
 
-    def _backup(self, logs: Mapping[str, Any] | None) -> None:
-        self._save(logs, saved_by=self)
+    def _backup(self, logs: Mapping[str, Any] | None, position: tuple[int, int]) -> None:
+        self._save(logs, position, saved_by=self)
         if self._terminating:  # the last backup after a SIGTERM: now let the signal through
             self._restore_handler()
+            self._tell("terminated (SIGTERM)")
             signal.raise_signal(signal.SIGTERM)
 
-    def _save(self, logs: Mapping[str, Any] | None, saved_by: Callback | None = None) -> None:
+    def _save(
+        self,
+        logs: Mapping[str, Any] | None,
+        position: tuple[int, int],
+        saved_by: Callback | None = None,
+    ) -> None:
+        """Write the backup; ``position``: the epoch (0-based) and batch a rerun resumes at."""
         # Every rank: each sends its RNG and accumulators; sharded modules write shards.
         distributed_checkpoint.save_full(
             self.trainer, self.backup_path, logs=logs, saved_by=saved_by
         )
+        self._backed_up = position
 
     def _delete_backup(self) -> None:
         if not self.trainer.is_main_process or not os.path.isdir(self.backup_dir):
@@ -189,18 +210,23 @@ class BackupAndRestore(Callback):
         with contextlib.suppress(OSError):  # kept when it holds other files
             os.rmdir(self.backup_dir)
 
-    # -- SIGTERM ---------------------------------------------------------------------------
+    # -- SIGTERM and Ctrl-C ----------------------------------------------------------------
     def _install_handler(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-        if previous != self._on_sigterm:  # else still installed by a fit that raised
-            self._previous_handler = signal.SIG_DFL if previous is None else previous
+        for signum, handler in (
+            (signal.SIGTERM, self._on_sigterm),
+            (signal.SIGINT, self._on_sigint),
+        ):
+            previous = signal.signal(signum, handler)
+            if previous != handler:  # else still installed by a fit that raised
+                self._previous_handlers[signum] = signal.SIG_DFL if previous is None else previous
         self._handler_installed = True
 
     def _restore_handler(self) -> None:
         if self._handler_installed:
-            signal.signal(signal.SIGTERM, self._previous_handler)
+            for signum, previous in self._previous_handlers.items():
+                signal.signal(signum, previous)
             self._handler_installed = False
         self._terminating = False
         distributed.clear("terminating")
@@ -214,6 +240,38 @@ class BackupAndRestore(Callback):
             return
         self._terminating = True  # back up at the next batch boundary, then terminate
         distributed.request("terminating")  # under torchrun: at a boundary all ranks agree on
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        """Ctrl-C: say what the backup holds, then let the signal take its course (by default
+        a KeyboardInterrupt at once: no backup is made in the middle of a batch)."""
+        previous = self._previous_handlers.get(signum, signal.default_int_handler)
+        if not self._fit_running(frame):  # a fit that raised left the handler: pass it on
+            self._restore_handler()
+        elif previous in (signal.default_int_handler, signal.SIG_DFL):  # it ends the fit
+            self._tell("interrupted (Ctrl-C)")
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            self._restore_handler()
+            signal.raise_signal(signum)
+
+    def _tell(self, event: str) -> None:
+        """Print (rank 0) one line: the event, what the backup on disk holds, how to resume."""
+        if not self.trainer.is_main_process:
+            return
+        if self._backed_up is None:
+            line = (
+                f"BackupAndRestore: {event} before the first backup: nothing was saved in "
+                f"{self.backup_dir!r}, so running the script again starts from the beginning."
+            )
+        else:
+            epoch, batch = self._backed_up
+            line = (
+                f"BackupAndRestore: {event}. The backup {self.backup_path!r} holds epoch "
+                f"{epoch + 1}, batch {batch}: run the same script again to resume from there."
+            )
+        newline = "\n" if sys.stdout.isatty() else ""  # after a progress bar's open line
+        print(newline + line, flush=True)
 
     def _terminating_everywhere(self) -> bool:
         """Whether to make the SIGTERM backup now. Under torchrun the backup is a collective,

@@ -107,12 +107,13 @@ class ProgbarLogger(Callback):
             stream=self.stream or sys.stdout,
         )
 
-    def _update(self, batch: int, logs: dict | None) -> None:
+    def _seen_after(self, batches: int) -> int:
+        """What the bar counts after ``batches`` batches: steps, or samples."""
         samples = self._samples()
-        if samples is not None:
-            self.seen = min((batch + 1) * samples[1], samples[0])
-        else:
-            self.seen = batch + 1
+        return batches if samples is None else min(batches * samples[1], samples[0])
+
+    def _update(self, batch: int, logs: dict | None) -> None:
+        self.seen = self._seen_after(batch + 1)
         if self.verbose != 1 or self.progbar is None:
             return
         values = None
@@ -158,6 +159,10 @@ class ProgbarLogger(Callback):
             stream = self.stream or sys.stdout
             stream.write(f"Epoch {epoch + 1}/{self.epochs}\n")
             stream.flush()
+        start = getattr(self.trainer, "epoch_start_batch", 0)
+        if start and self.progbar is not None:  # resumed mid-epoch: the bar goes on from there
+            self.seen = self._seen_after(start)
+            self.progbar.resume_at(self.seen)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._update(batch, logs)

@@ -28,7 +28,7 @@ import os
 import pickle
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -47,6 +47,21 @@ _H5_GROUP_NAMES = {"model": "model_weights"}
 # Same-width integer types for the torch dtypes NumPy (hence HDF5) cannot represent.
 # Stored as unsigned ints of the width; read back through the signed torch view type.
 _BITCAST = {1: torch.uint8, 2: torch.int16, 4: torch.int32}
+# The only names a dataset's ``torch_dtype`` attribute may hold (those of this torch).
+_BITCAST_DTYPES = {
+    name: getattr(torch, name)
+    for name in (
+        "bfloat16",
+        "complex32",
+        "float8_e4m3fn",
+        "float8_e4m3fnuz",
+        "float8_e5m2",
+        "float8_e5m2fnuz",
+        "float8_e8m0fnu",
+        "float4_e2m1fn_x2",
+    )
+    if isinstance(getattr(torch, name, None), torch.dtype)
+}
 _PLAIN_LEAVES = (torch.Tensor, type(None), bool, int, float, str)
 
 
@@ -271,7 +286,7 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
     if head.startswith(_HDF5_MAGIC):
         try:
             return _load_h5(path)
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
             raise CheckpointFileError(
                 path, f"is a damaged HDF5 file (truncated or corrupted: {error})"
             ) from error
@@ -315,26 +330,34 @@ def load_states(
     optimizer: tuple[torch.optim.Optimizer, Mapping[str, Any]] | None = None,
     scaler: tuple[Any, Mapping[str, Any]] | None = None,
     others: Sequence[tuple[Any, Mapping[str, Any]]] = (),
+    ema: tuple[Any, Mapping[str, Any]] | None = None,
+    optimizer_class: str | None = None,
 ) -> None:
     """Load ``(object, state)`` pairs read from ``path`` (``others``: more optimizers), all
     or nothing.
 
-    The model's keys and shapes are checked first (``load_state_dict`` would copy the
-    matching tensors before it raises); any other failure puts every object back as it was.
-    Errors name ``path``.
+    The model's keys and shapes and every optimizer (`check_optimizer_fits`, with
+    ``optimizer_class`` the class name the file records for the first) are checked before
+    anything is written (``load_state_dict`` would copy the matching tensors before it
+    raises); any other failure puts every object back as it was. ``ema`` is loaded last, after the
+    module: its ``load_state_dict`` must check the state before it writes. Errors name
+    ``path``.
     """
     if model is not None:
         module = _plain_module(model[0])
         model = (module, module_keys(module, model[1]))
         _check_fits(path, *model)
+    if optimizer is not None:
+        check_optimizer_fits(path, *optimizer, saved_class=optimizer_class)
+    for other, other_state in others:
+        check_optimizer_fits(path, other, other_state)
     pairs = [pair for pair in (model, optimizer, scaler, *others) if pair is not None]
-    saved = [(target, copy.deepcopy(target.state_dict())) for target, _ in pairs]
-    for target, state in pairs:
+    restore = snapshot(target for target, _ in pairs)
+    for target, state in [*pairs, *([ema] if ema is not None else [])]:
         try:
             target.load_state_dict(state)
         except Exception as error:
-            for earlier, earlier_state in saved:
-                earlier.load_state_dict(earlier_state)
+            restore()
             raise CheckpointFileError(
                 os.fspath(path),
                 f"does not fit the {type(target).__name__} it was loaded into ({error}); "
@@ -354,6 +377,154 @@ def module_keys(module: torch.nn.Module, state: Mapping[str, Any]) -> Mapping[st
         key if key in own else plain.get(key.replace("_orig_mod.", ""), key): value
         for key, value in state.items()
     }
+
+
+def snapshot(objects: Iterable[Any]) -> Callable[[], None]:
+    """A function that puts each of ``objects`` (anything with ``state_dict`` and
+    ``load_state_dict``) back as it is now."""
+    saved = [(target, copy.deepcopy(target.state_dict())) for target in objects]
+
+    def restore() -> None:
+        for target, state in saved:
+            target.load_state_dict(state)
+
+    return restore
+
+
+# Torch optimizers told apart by the hyper-parameters in their parameter groups: the class
+# of a file written before checkpoints recorded it (AdamW keeps Adam's, with
+# decoupled_weight_decay=True since torch 2.6).
+_CLASS_BY_HYPERPARAMETERS = (
+    ({"betas", "amsgrad"}, "Adam"),
+    ({"momentum", "dampening", "nesterov"}, "SGD"),
+    ({"alpha", "centered"}, "RMSprop"),
+    ({"lr_decay", "initial_accumulator_value"}, "Adagrad"),
+    ({"rho"}, "Adadelta"),
+    ({"momentum_decay"}, "NAdam"),
+    ({"etas", "step_sizes"}, "Rprop"),
+    ({"lambd", "t0"}, "ASGD"),
+    ({"history_size", "line_search_fn"}, "LBFGS"),
+    ({"betas", "decoupled_weight_decay"}, "RAdam"),
+    ({"betas", "capturable"}, "Adamax"),
+)
+
+
+# Keys of parameter groups that are no hyper-parameter of the optimizer: its parameters and
+# their names, what torch's LR schedulers and `set_learning_rate` add.
+_GROUP_BOOKKEEPING = {"params", "param_names", "initial_lr", "lr_ratio"}
+
+
+def saved_optimizer_class(state: Mapping[str, Any], recorded: str | None) -> str | None:
+    """The class name of the optimizer that wrote ``state``: ``recorded`` (what the file
+    says), else inferred from its hyper-parameters for torch's optimizers; None if unknown."""
+    if recorded is not None:
+        return recorded
+    groups = state.get("param_groups") or [{}]
+    keys = set(groups[0])
+    for needed, name in _CLASS_BY_HYPERPARAMETERS:
+        if needed <= keys:
+            adamw = name == "Adam" and groups[0].get("decoupled_weight_decay") is True
+            return "AdamW" if adamw else name
+    return None
+
+
+def check_optimizer_fits(
+    path: str | os.PathLike,
+    optimizer: torch.optim.Optimizer,
+    state: Mapping[str, Any],
+    saved_class: str | None = None,
+) -> None:
+    """Raise `CheckpointFileError` naming ``path`` and both optimizer classes when the
+    optimizer ``state`` read from it (an ``optimizer.state_dict()``) was not written by an
+    optimizer like ``optimizer``: another class (``saved_class``, the name the file records,
+    else inferred), another number of parameter groups or of parameters in a group, or
+    other per-parameter state (keys and shapes, where ``optimizer`` already has state).
+    Nothing is changed; call it once per optimizer, before loading any."""
+    if not isinstance(state, Mapping) or not {"state", "param_groups"} <= set(state):
+        raise CheckpointFileError(
+            os.fspath(path), "holds no optimizer state_dict (no 'state' and 'param_groups')"
+        )
+    saved = saved_optimizer_class(state, saved_class)
+    problem = _class_difference(optimizer, state, saved, saved_class is not None)
+    _raise_unfit(path, optimizer, saved, problem or _layout_difference(optimizer, state))
+
+
+def check_optimizer_class(
+    path: str | os.PathLike, optimizer: torch.optim.Optimizer, saved_class: str | None
+) -> None:
+    """`check_optimizer_fits` for the class alone (``saved_class``: what the file records;
+    None: unknown, accepted)."""
+    recorded = saved_class is not None
+    _raise_unfit(
+        path, optimizer, saved_class, _class_difference(optimizer, {}, saved_class, recorded)
+    )
+
+
+def _raise_unfit(
+    path: str | os.PathLike, optimizer: Any, saved: str | None, problem: str | None
+) -> None:
+    if problem is None:
+        return
+    raise CheckpointFileError(
+        os.fspath(path),
+        f"holds optimizer state written by {saved or 'another optimizer'}, which does not fit "
+        f"the {type(optimizer).__name__} it was loaded into ({problem}). Nothing was loaded: "
+        "the model and the optimizer are as they were. Build the optimizer as the run that "
+        f"wrote the file did ({saved or 'the same class'}, the same parameter groups), or load "
+        "only the weights: load_checkpoint(path, model) or trainer.load_weights(path)",
+    )
+
+
+def _class_difference(
+    optimizer: torch.optim.Optimizer, state: Mapping[str, Any], saved: str | None, recorded: bool
+) -> str | None:
+    """What tells the optimizer that wrote ``state`` (``saved``) from ``optimizer``, if
+    anything; without a ``recorded`` class, by their hyper-parameters."""
+    if recorded:
+        return None if saved == type(optimizer).__name__ else "another optimizer class"
+    ours = saved_optimizer_class({"param_groups": optimizer.param_groups}, None)
+    if ours is not None and saved is not None:
+        return None if ours == saved else "another optimizer class"
+    groups = state.get("param_groups") or []
+    unknown = set().union(*(set(g) for g in groups)) - set(optimizer.defaults) - _GROUP_BOOKKEEPING
+    if unknown:
+        return f"its parameter groups hold {sorted(unknown)}, unknown to this optimizer"
+    return None
+
+
+def _layout_difference(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> str | None:
+    groups = state["param_groups"]
+    if len(groups) != len(optimizer.param_groups):
+        return (
+            f"{len(groups)} parameter group(s) in the file, {len(optimizer.param_groups)} in "
+            "the optimizer"
+        )
+    sizes = [len(g["params"]) for g in groups]
+    own_sizes = [len(g["params"]) for g in optimizer.param_groups]
+    if sizes != own_sizes:
+        return f"parameters per group: {sizes} in the file, {own_sizes} in the optimizer"
+    ids = [i for g in groups for i in g["params"]]
+    parameters = dict(zip(ids, [p for g in optimizer.param_groups for p in g["params"]]))
+    for key, saved_state in state["state"].items():
+        if key not in parameters:
+            return f"its state names parameter {key!r}, which none of its groups holds"
+        current = optimizer.state.get(parameters[key])
+        if not current:
+            continue
+        if set(saved_state) != set(current):
+            return (
+                f"the state of parameter {key!r} holds {sorted(saved_state)} in the file, "
+                f"{sorted(current)} in the optimizer"
+            )
+        for name, value in saved_state.items():
+            mine = current[name]
+            if isinstance(value, torch.Tensor) and isinstance(mine, torch.Tensor):
+                if value.shape != mine.shape:
+                    return (
+                        f"{name} of parameter {key!r} has shape {tuple(value.shape)} in the "
+                        f"file, {tuple(mine.shape)} in the optimizer"
+                    )
+    return None
 
 
 def _check_fits(path: str | os.PathLike, module: torch.nn.Module, state: Mapping[str, Any]) -> None:
@@ -533,7 +704,12 @@ def _read_dataset(dataset: Any) -> torch.Tensor:
     dtype_name = dataset.attrs.get("torch_dtype")
     if dtype_name is None:
         return torch.from_numpy(array)
-    dtype = getattr(torch, dtype_name)
+    dtype = _BITCAST_DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
+    if dtype is None:
+        raise ValueError(
+            f"its dataset {dataset.name!r} has torch_dtype {dtype_name!r}, which is none of the "
+            f"dtypes stored as bits ({', '.join(_BITCAST_DTYPES)})"
+        )
     view_dtype = _BITCAST[dtype.itemsize]
     signed = array.view(torch.empty((), dtype=view_dtype).numpy().dtype)
     return torch.from_numpy(signed).view(view_dtype).view(dtype)

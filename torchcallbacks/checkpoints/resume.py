@@ -112,6 +112,8 @@ class ResumeState:
             "version": __version__,
             "model": trainer.model.state_dict(),
             "optimizer": None if optimizer is None else optimizer.state_dict(),
+            # checked when loading (older files lack it: the class is inferred)
+            "optimizer_class": None if optimizer is None else type(optimizer).__name__,
             "scaler": None if scaler is None else scaler.state_dict(),
             "ema": None if trainer.ema is None else trainer.ema.state_dict(),
             "epoch": trainer.current_epoch if epoch is None else epoch,
@@ -167,16 +169,23 @@ class ResumeState:
     def load_weights_and_optimizer(
         self, state: Mapping[str, Any], source: str = "the checkpoint"
     ) -> None:
-        """Load the module, optimizer, scaler and step count of a checkpoint, all or nothing
-        (``source`` names the file in errors)."""
+        """Load the module, optimizer, scaler, EMA and step count of a checkpoint, all or
+        nothing (``source`` names the file in errors)."""
         trainer = self.trainer
         trainer._kind.on_load_checkpoint(state)  # e.g. a LightningModule's on_load_checkpoint
         optimizer, scaler = trainer.optimizer, trainer.scaler
         others = list(zip(trainer._kind.all_optimizers()[1:], state.get("extra_optimizers") or []))
+        scaler_state = None if scaler is None else state.get("scaler") or None
+        ema = None if trainer.ema is None or state.get("ema") is None else trainer.ema
         if SHARDED_KEY in state:  # a DCP directory: loaded (and resharded) in place
-            load_in_place(trainer.model, optimizer, state[SHARDED_KEY])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
+            load_in_place(
+                trainer.model,
+                optimizer,
+                state[SHARDED_KEY],
+                state.get("optimizer_class"),
+                scaler=None if scaler_state is None else (scaler, scaler_state),
+                ema=None if ema is None else (ema, state["ema"]),
+            )
         elif distributed.is_active() and is_sharded(trainer.model):
             raise ValueError(
                 f"{source} is a single-file checkpoint, written without FSDP2 sharding: it "
@@ -191,13 +200,11 @@ class ResumeState:
                 optimizer=None
                 if optimizer is None or state.get("optimizer") is None
                 else (optimizer, state["optimizer"]),
-                scaler=None
-                if scaler is None or not state.get("scaler")
-                else (scaler, state["scaler"]),
+                scaler=None if scaler_state is None else (scaler, scaler_state),
                 others=others,
+                ema=None if ema is None else (ema, state["ema"]),
+                optimizer_class=state.get("optimizer_class"),
             )
-        if trainer.ema is not None and state.get("ema") is not None:
-            trainer.ema.load_state_dict(state["ema"])  # after the module: it may swap weights
         trainer.global_step = int(state.get("global_step", trainer.global_step))
 
     def request_from_file(self, path: str) -> None:
@@ -209,20 +216,21 @@ class ResumeState:
                 "(trainer.save, or ModelCheckpoint(save_weights_only=False)). To start from "
                 "these weights, call trainer.load_weights(path) before fit."
             )
-        self.pending = {**state, "source": path}  # errors name the file
+        self.pending = {**state, "source": path, "source_kind": "checkpoint"}  # named in errors
 
     def apply(self, state: Mapping[str, Any], callbacks: CallbackList) -> tuple[int, int]:
         """Load a checkpoint into the trainer and its callbacks (after their
         ``on_train_begin``); return the epoch and the batch to resume at."""
         self.load_weights_and_optimizer(state, state.get("source", "the checkpoint"))
+        position = state["training"]
+        epoch, batch = int(position["epoch"]), int(position["batch"])
+        self._announce(state, epoch, batch, callbacks.params.get("epochs"))
         replay = []
         for callback, entry in match_callback_states(state.get("callbacks"), callbacks.callbacks):
             callback.load_state_dict(entry["state"])
             if entry.get("replay"):
                 replay.append(callback)
-        position = state["training"]
         self.trainer.global_train_batch = int(position["global_train_batch"])
-        epoch, batch = int(position["epoch"]), int(position["batch"])
         if batch == 0:
             set_rng_state(state["rng"])
             self._set_data_order_state(position)
@@ -233,6 +241,25 @@ class ResumeState:
             if self.trainer.stop_training:  # the replayed epoch end stopped training
                 epoch = max(epoch, int(callbacks.params.get("epochs", epoch)))
         return epoch, batch
+
+    def _announce(
+        self, state: Mapping[str, Any], epoch: int, batch: int, epochs: int | None
+    ) -> None:
+        """Print (rank 0, whatever ``verbose``) where training resumes, before any bar:
+        ``epoch`` 0-based (printed as the progress bar numbers it), ``batch`` the batches
+        of it already trained (where its bar continues)."""
+        if not self.trainer.is_main_process:
+            return
+        source = state.get("source")
+        kind = state.get("source_kind", "checkpoint")
+        where = f" ({kind} {source!r})" if isinstance(source, str) else ""
+        if batch:
+            done = f"epoch {epoch + 1} goes on after its first {batch} batch(es)"
+        elif epochs is not None and epoch >= epochs:
+            done = f"all {epochs} epoch(s) are done"
+        else:
+            done = f"{epoch}{'' if epochs is None else f' of {epochs}'} epoch(s) done"
+        print(f"Resuming from epoch {epoch + 1}, batch {batch}{where}: {done}.", flush=True)
 
     def finish_interrupted_hook(self) -> None:
         """Call the hook the checkpoint was written in on the callbacks that had not
@@ -251,6 +278,7 @@ class ResumeState:
     def begin_epoch(self, resume: Mapping[str, Any] | None) -> None:
         """Reset the epoch accumulators, or restore them and the epoch's data order."""
         tracker = self.trainer._train_tracker
+        self.trainer.epoch_start_batch = 0 if resume is None else int(resume["training"]["batch"])
         if resume is None:
             tracker.reset()
             self._epoch_start = {**self._data_order_state(), "torch": torch.get_rng_state()}

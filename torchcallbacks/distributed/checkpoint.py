@@ -337,9 +337,23 @@ def read_full(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def load_in_place(model: torch.nn.Module, optimizer: Any, path: str) -> dict[str, Any]:
+def load_in_place(
+    model: torch.nn.Module,
+    optimizer: Any,
+    path: str,
+    optimizer_class: str | None = None,
+    scaler: tuple[Any, Mapping[str, Any]] | None = None,
+    ema: tuple[Any, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Load a DCP directory into ``model`` (sharded on any number of ranks, or plain in one
-    process) and ``optimizer``; return the module's loaded ``state_dict``."""
+    process) and ``optimizer``, then the ``(object, state)`` pairs ``scaler`` and ``ema``
+    (loaded last: it checks the state before it writes); return the module's loaded
+    ``state_dict``.
+
+    ``optimizer_class`` (the class name ``state.pt`` records) is checked first. A plain
+    module, its optimizer and the scaler are put back as they were when anything fails (DCP
+    loads in place, and reading an optimizer's state dict creates its state).
+    """
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import (
@@ -351,24 +365,36 @@ def load_in_place(model: torch.nn.Module, optimizer: Any, path: str) -> dict[str
 
     _check_sharded(path)
     model = checkpoint_io._plain_module(model)
-    state = {"model": get_model_state_dict(model)}
+    # A plain module loads the whole checkpoint by itself, on whichever rank calls this.
+    plain = not (distributed.is_active() and is_sharded(model))
     if optimizer is not None:
-        state["optimizer"] = get_optimizer_state_dict(model, optimizer)
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        # A plain module loads the whole checkpoint by itself, on whichever rank calls this.
-        plain = not (distributed.is_active() and is_sharded(model))
-        try:
-            dcp.load(state, checkpoint_id=path, no_dist=plain)
-        except CheckpointException as error:  # a BaseException: `except Exception` misses it
-            raise checkpoint_io.CheckpointFileError(
-                path,
-                f"cannot be loaded into {type(model).__name__} (damaged, or another "
-                f"model's checkpoint): {str(error).strip()[:300]}",
-            ) from None
-    set_model_state_dict(model, state["model"])
-    if optimizer is not None:
-        set_optimizer_state_dict(model, optimizer, state["optimizer"])
+        checkpoint_io.check_optimizer_class(path, optimizer, optimizer_class)
+    restorable = [model, optimizer, scaler and scaler[0]] if plain else []
+    restore = checkpoint_io.snapshot(target for target in restorable if target is not None)
+    try:
+        state = {"model": get_model_state_dict(model)}
+        if optimizer is not None:
+            state["optimizer"] = get_optimizer_state_dict(model, optimizer)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            try:
+                dcp.load(state, checkpoint_id=path, no_dist=plain)
+            except CheckpointException as error:  # a BaseException: `except Exception` misses it
+                # its text is every rank's traceback: the last line says what is wrong
+                cause = str(error).strip().splitlines()[-1][:300]
+                raise checkpoint_io.CheckpointFileError(
+                    path,
+                    f"cannot be loaded into {type(model).__name__} (damaged, or another "
+                    f"model's checkpoint): {cause}. Nothing was changed",
+                ) from None
+        set_model_state_dict(model, state["model"])
+        if optimizer is not None:
+            set_optimizer_state_dict(model, optimizer, state["optimizer"])
+        for target, saved in (pair for pair in (scaler, ema) if pair is not None):
+            target.load_state_dict(saved)
+    except BaseException:
+        restore()
+        raise
     return state["model"]
 
 
@@ -405,6 +431,7 @@ def load_checkpoint(
         path,
         model=None if model is None else (model, data["model"] if full else data),
         optimizer=None if optimizer is None else (optimizer, data["optimizer"]),
+        optimizer_class=data.get("optimizer_class") if full else None,
     )
     return data
 
@@ -416,7 +443,9 @@ def load_sharded_checkpoint(
     optimizer) and returns the checkpoint's dict with the module's weights under "model"."""
     state = read_full(path)
     if model is not None:
-        state["model"] = load_in_place(model, optimizer, os.fspath(path))
+        state["model"] = load_in_place(
+            model, optimizer, os.fspath(path), state.get("optimizer_class")
+        )
     elif optimizer is not None:
         raise ValueError("Loading the optimizer of a sharded checkpoint needs its model too.")
     return state
