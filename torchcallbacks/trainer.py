@@ -30,12 +30,12 @@ from torchcallbacks.data.inputs import (
 )
 from torchcallbacks.distributed import checkpoint as distributed_checkpoint
 from torchcallbacks.distributed import process_group as distributed
-from torchcallbacks.distributed.wrapping import compiled_module, place
+from torchcallbacks.distributed.wrapping import place
 from torchcallbacks.ema import ExponentialMovingAverage
 from torchcallbacks.evaluation import EvaluationLoop
 from torchcallbacks.metrics import Objective
 from torchcallbacks.models import kind_for
-from torchcallbacks.optimizers import expose_on_module, resolve_optimizer
+from torchcallbacks.optimizers import resolve_optimizer
 from torchcallbacks.rng import data_order_seed, set_rng_state
 from torchcallbacks.trainer_methods import TrainerMethods, results
 from torchcallbacks.utils import expected_sync, original_module, preserved_modes
@@ -163,19 +163,6 @@ class Trainer(TrainerMethods):
         self._train_tracker = self._kind.tracker()
         self._evaluation = EvaluationLoop(self)  # validation, evaluate and predict
         self._active_tracker = self._train_tracker  # the loop now running, for running_logs
-
-    @property
-    def rank(self) -> int:
-        return distributed.rank()
-
-    @property
-    def world_size(self) -> int:
-        return distributed.world_size()
-
-    @property
-    def is_main_process(self) -> bool:
-        """Only the main process (rank 0) writes files, prints and posts."""
-        return distributed.rank() == 0
 
     @property
     def stop_training(self) -> bool:
@@ -353,16 +340,6 @@ class Trainer(TrainerMethods):
         kind.end_epoch()
         position.in_epoch = False
 
-    def _reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        return distributed.all_reduce_sum(tensor)
-
-    def _maybe_compile(self) -> None:
-        if self._compile_requested:
-            self._compile_requested = False
-            compiled = compiled_module(self._module)
-            if compiled is not None:  # `AutomaticOptimization` falls back if it fails
-                self._eager_module, self._module = self._module, compiled
-
     # -- evaluate / predict ----------------------------------------------------------------
     def evaluate(
         self,
@@ -395,39 +372,7 @@ class Trainer(TrainerMethods):
         outputs whose number of dimensions differs between batches come back as a list of
         one tensor per example."""
         warn_unused_batch_size(x, batch_size)
-        x = self._data_of(x, "predict")[0]
-        with expected_sync():
-            batches = make_batches(
-                x, None, batch_size, False, self.device, self.rank, self.world_size
-            )  # fmt: skip
-        total = steps if steps is not None else batch_count(batches)
-        callback_list = self._callback_list(callbacks, False, verbose, 1, total)
-        return self._evaluation.predict(batches, callback_list, steps)
-
-    # -- callbacks -------------------------------------------------------------------------
-    def _callback_list(
-        self,
-        callbacks: Sequence[Callback] | None,
-        training: bool,
-        verbose: int | str,
-        epochs: int,
-        steps: int | None,
-    ) -> CallbackList:
-        if callbacks is not None and not isinstance(callbacks, list | tuple | CallbackList):
-            raise TypeError(
-                f"callbacks must be a list of Callback instances, got {type(callbacks).__name__}"
-            )
-        if isinstance(callbacks, CallbackList):
-            callbacks = callbacks.callbacks
-        expose_on_module(self.model, self.optimizer)  # Keras callbacks' self.model.optimizer
-        # On every rank (it prints on rank 0 only): every rank holds the same callbacks.
-        return CallbackList(
-            self._kind.callbacks(training, list(callbacks or [])),
-            trainer=self,
-            params={"verbose": verbose, "epochs": epochs, "steps": steps},
-            add_history=training,
-            add_progbar=verbose != 0,
-        )
+        return self._predict(x, batch_size, verbose, steps, callbacks)
 
 
 def _should_validate(epoch: int, validation_freq: int | Sequence[int]) -> bool:

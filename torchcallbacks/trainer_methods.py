@@ -1,21 +1,25 @@
 """`Trainer`'s methods outside its loops: Keras's Model methods besides fit, evaluate and
 predict (``train_on_batch``, ``test_on_batch``, ``predict_on_batch``, ``summary``, the weights
-and checkpoint files), Lightning's ``validate`` and ``test``, and what callbacks ask of the
-trainer (the learning rate, the checkpoint state, the running logs)."""
+and checkpoint files), Lightning's ``validate`` and ``test``, the set-up of a run (its data,
+callbacks and compiled module), and what callbacks ask of the trainer (the process, the
+learning rate, the checkpoint state, the running logs)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from torchcallbacks.callbacks.base import Callback, sanitize_logs
+from torchcallbacks.callbacks.callback_list import CallbackList
 from torchcallbacks.checks import check_weights_reach
 from torchcallbacks.data.batches import concatenate_outputs
 from torchcallbacks.data.inputs import batch_count, from_data_module, make_batches
 from torchcallbacks.distributed import checkpoint as distributed_checkpoint
-from torchcallbacks.optimizers import set_learning_rate
+from torchcallbacks.distributed import process_group as distributed
+from torchcallbacks.distributed.wrapping import compiled_module
+from torchcallbacks.optimizers import expose_on_module, set_learning_rate
 from torchcallbacks.utils import expected_sync, preserved_modes
 from torchcallbacks.weighting import batch_from_arrays, class_weights_for
 
@@ -158,6 +162,58 @@ class TrainerMethods:
         callback_list = self._callback_list(callbacks, False, verbose, 1, total)
         return self._evaluation.evaluate(batches, callback_list, steps, stage)
 
+    def _predict(
+        self: Trainer,
+        x: Any,
+        batch_size: int | None,
+        verbose: int | str,
+        steps: int | None,
+        callbacks: Any,
+    ) -> Any:
+        """`predict`'s outputs."""
+        x = self._data_of(x, "predict")[0]
+        with expected_sync():
+            batches = make_batches(
+                x, None, batch_size, False, self.device, self.rank, self.world_size
+            )  # fmt: skip
+        total = steps if steps is not None else batch_count(batches)
+        callback_list = self._callback_list(callbacks, False, verbose, 1, total)
+        return self._evaluation.predict(batches, callback_list, steps)
+
+    def _callback_list(
+        self: Trainer,
+        callbacks: Sequence[Callback] | None,
+        training: bool,
+        verbose: int | str,
+        epochs: int,
+        steps: int | None,
+    ) -> CallbackList:
+        if callbacks is not None and not isinstance(callbacks, list | tuple | CallbackList):
+            raise TypeError(
+                f"callbacks must be a list of Callback instances, got {type(callbacks).__name__}"
+            )
+        if isinstance(callbacks, CallbackList):
+            callbacks = callbacks.callbacks
+        expose_on_module(self.model, self.optimizer)  # Keras callbacks' self.model.optimizer
+        # On every rank (it prints on rank 0 only): every rank holds the same callbacks.
+        return CallbackList(
+            self._kind.callbacks(training, list(callbacks or [])),
+            trainer=self,
+            params={"verbose": verbose, "epochs": epochs, "steps": steps},
+            add_history=training,
+            add_progbar=verbose != 0,
+        )
+
+    def _reduce(self: Trainer, tensor: torch.Tensor) -> torch.Tensor:
+        return distributed.all_reduce_sum(tensor)
+
+    def _maybe_compile(self: Trainer) -> None:
+        if self._compile_requested:
+            self._compile_requested = False
+            compiled = compiled_module(self._module)
+            if compiled is not None:  # `AutomaticOptimization` falls back if it fails
+                self._eager_module, self._module = self._module, compiled
+
     def _single_batch(
         self: Trainer, x: Any, y: Any, sample_weight: Any, class_weight: Any = None
     ) -> tuple[Any, ...]:
@@ -202,7 +258,20 @@ class TrainerMethods:
         distributed_checkpoint.save_full(self, path)
         distributed_checkpoint.finish_saves()
 
-    # -- for callbacks -----------------------------------------------------------------------
+    # -- for callbacks ----------------------------------------------------------------------
+    @property
+    def rank(self: Trainer) -> int:
+        return distributed.rank()
+
+    @property
+    def world_size(self: Trainer) -> int:
+        return distributed.world_size()
+
+    @property
+    def is_main_process(self: Trainer) -> bool:
+        """Only the main process (rank 0) writes files, prints and posts."""
+        return distributed.rank() == 0
+
     def get_lr(self: Trainer) -> float:
         """The learning rate of the optimizer's first parameter group."""
         return float(self._require_optimizer("read the learning rate").param_groups[0]["lr"])
