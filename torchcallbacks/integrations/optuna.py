@@ -7,7 +7,7 @@ import warnings
 from typing import Any
 
 from torchcallbacks.callbacks.base import Callback
-from torchcallbacks.checks import unknown_monitor_hint
+from torchcallbacks.checks import missing_monitor_hint
 from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.utils import require
 
@@ -91,7 +91,7 @@ class OptunaPruning(Callback):
                     f"OptunaPruning: the metric `{self.monitor}` to report to the trial is not "
                     "in the epoch logs, so this epoch reports nothing and cannot prune the "
                     f"trial. Available metrics are: {', '.join(logs or {})}."
-                    f"{unknown_monitor_hint(self.trainer, self.monitor)}",
+                    f"{missing_monitor_hint(self.monitor, logs or {})}",
                     stacklevel=2,
                 )
             if value is not None:
