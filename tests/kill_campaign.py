@@ -100,14 +100,15 @@ def train(work: str, data: str, kill_at_save: tuple[int, str] | None) -> None:
         file.write(str(count[0]))
 
 
-def run_child(work: str, data: str, kill_at_save=None, kill_after: float | None = None) -> int:
-    """Fork one run; return its wait status code (negative: killed by that signal)."""
+def fork_run(function, *args, kill_after: float | None = None) -> int:
+    """Run ``function(*args)`` in a forked child, SIGKILLed after ``kill_after`` seconds if
+    given; return its wait status code (negative: killed by that signal)."""
     pid = os.fork()
     if pid == 0:
         os.dup2(2, 1)  # what the run prints ("Resuming from ...") goes to stderr, not the report
         code = 0
         try:
-            train(work, data, kill_at_save)
+            function(*args)
         except BaseException:
             import traceback
 
@@ -124,6 +125,11 @@ def run_child(work: str, data: str, kill_at_save=None, kill_after: float | None 
         os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def run_child(work: str, data: str, kill_at_save=None, kill_after: float | None = None) -> int:
+    """One run of `train`, forked (see `fork_run`)."""
+    return fork_run(train, work, data, kill_at_save, kill_after=kill_after)
 
 
 def outcome(work: str) -> dict:

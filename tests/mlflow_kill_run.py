@@ -29,7 +29,7 @@ import signal
 import sys
 
 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (imported once, not per child)
-from kill_campaign import seeded_run  # sets one thread before any op: the children fork
+from kill_campaign import fork_run, seeded_run  # sets one thread before any op: the children fork
 from mlflow.tracking import MlflowClient
 
 from torchcallbacks import BackupAndRestore, LambdaCallback
@@ -82,31 +82,14 @@ def train(work: str, uri: str, experiment: str, order: str, kill: str | None) ->
     )
 
 
-def run_child(*args) -> int:
-    """Fork one run; return its exit code (negative: killed by that signal)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            train(*args)
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-            code = 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
 def trial(base: str, uri: str, order: str, kill: str | None) -> dict:
     """A run killed once at ``kill``, then rerun until it finishes."""
     name = f"{order}-{kill or 'uninterrupted'}"
     work = os.path.join(base, name)
     os.makedirs(work)
-    exits = [run_child(work, uri, name, order, kill)]
+    exits = [fork_run(train, work, uri, name, order, kill)]
     while exits[-1] != 0 and len(exits) < 3 and exits[-1] == -signal.SIGKILL:
-        exits.append(run_child(work, uri, name, order, None))
+        exits.append(fork_run(train, work, uri, name, order, None))
     return {"experiment": name, "exits": exits}
 
 
