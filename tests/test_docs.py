@@ -94,11 +94,18 @@ def test_readme_links_resolve():
             assert anchor in _anchors(file.read_text()), f"README.md: no heading for {target}"
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_commands():
+    """.ci/run runs the README's test command first, then the README's torchvision run."""
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"^pip install .*python -m pytest$", readme, re.MULTILINE).group(0)
-    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == command
     assert ".[all,dev,integrations,docs]" in command
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    tests = [number for number, line in enumerate(ci) if "python -m pytest" in line]
+    assert ci[tests[0]] == command + " || exit"
+    vision = re.search(r"^```bash\n(python3 -m venv .venv-vision.*?)^```", readme, re.M | re.S)
+    for line in vision.group(1).splitlines():
+        assert line in ci[tests[0] + 1 :] or line + " || exit" in ci[tests[0] + 1 :], line
+    assert 'python -m pytest -m "vision or also_vision"' in vision.group(1)
 
 
 def _python_blocks(markdown: str) -> list[str]:
