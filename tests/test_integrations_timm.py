@@ -15,12 +15,12 @@ import pytest
 import torch
 from test_lr_callbacks import (
     BatchLRs,
-    LambdaCallback,
     X,
     Y,
     hand_loop,
     linear_hand_loop,
     make_trainer,
+    plateau_lrs,
     resumed_like_uninterrupted,
 )
 
@@ -102,26 +102,14 @@ def test_timm_scheduler_resumes_exactly_from_a_backup(interval, tmp_path):
 def test_timm_plateau_scheduler_gets_the_monitored_value():
     from timm.scheduler import PlateauLRScheduler
 
-    values = [1.0, 0.9, 0.95, 0.97, 0.99, 0.98, 0.97]
-
     def plateau(optimizer):
         with pytest.warns(FutureWarning, match="deprecated"):  # by timm
             return PlateauLRScheduler(optimizer, decay_rate=0.5, patience_t=1, mode="min")
 
-    feed = LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(val_loss=values[epoch]))
-    trainer = make_trainer()
-    callback = LearningRateScheduler(plateau(trainer.optimizer), monitor="val_loss")
-    probe = BatchLRs()
-    trainer.fit(
-        X, Y, batch_size=32, epochs=len(values), verbose=0, callbacks=[feed, callback, probe]
+    lrs, expected = plateau_lrs(
+        plateau, lambda scheduler, epoch, value: scheduler.step(epoch + 1, value)
     )
-    optimizer = torch.optim.SGD(torch.nn.Linear(3, 1).parameters(), lr=0.1)
-    scheduler = plateau(optimizer)
-    expected = []
-    for epoch, value in enumerate(values):
-        expected.append(optimizer.param_groups[0]["lr"])
-        scheduler.step(epoch + 1, value)
-    assert probe.lrs == expected
+    assert lrs == expected
     assert expected[-1] < 0.1
 
 

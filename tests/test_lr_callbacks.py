@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_ema import RaiseAt  # raises after a given global batch, as a killed run stops
 from torch.optim import lr_scheduler
 
 from torchcallbacks import (
@@ -221,12 +222,11 @@ def test_torch_scheduler_stepped_per_epoch():
     assert trainer.get_lr() == pytest.approx(0.025)  # after 5 steps
 
 
-def test_torch_reduce_lr_on_plateau_gets_the_monitored_value():
+def plateau_lrs(plateau, step_by_hand) -> tuple[list[float], list[float]]:
+    """The learning rate of each epoch with the scheduler ``plateau(optimizer)`` builds, fed
+    a val_loss that stops improving: through LearningRateScheduler, and stepped by hand with
+    ``step_by_hand(scheduler, epoch, val_loss)``."""
     values = [1.0, 0.9, 0.95, 0.97, 0.99, 0.98, 0.97]
-
-    def plateau(optimizer):
-        return lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
-
     feed = LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(val_loss=values[epoch]))
     trainer = make_trainer()
     callback = LearningRateScheduler(plateau(trainer.optimizer), monitor="val_loss")
@@ -238,10 +238,18 @@ def test_torch_reduce_lr_on_plateau_gets_the_monitored_value():
     optimizer = torch.optim.SGD(torch.nn.Linear(3, 1).parameters(), lr=0.1)
     scheduler = plateau(optimizer)
     expected = []
-    for value in values:
+    for epoch, value in enumerate(values):
         expected.append(optimizer.param_groups[0]["lr"])
-        scheduler.step(value)
-    assert probe.lrs == expected
+        step_by_hand(scheduler, epoch, value)
+    return probe.lrs, expected
+
+
+def test_torch_reduce_lr_on_plateau_gets_the_monitored_value():
+    def plateau(optimizer):
+        return lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
+
+    lrs, expected = plateau_lrs(plateau, lambda scheduler, epoch, value: scheduler.step(value))
+    assert lrs == expected
     assert expected[-1] < 0.1
 
 
@@ -349,18 +357,6 @@ def test_transformers_warmup_schedules_per_batch_match_a_hand_loop(name):
     torch.testing.assert_close(trainer.model.state_dict(), weights)
 
 
-class CrashAfter(Callback):
-    """Raises after global training batch ``batch``, as a killed process would stop."""
-
-    def __init__(self, batch: int) -> None:
-        super().__init__()
-        self.batch = batch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.trainer.global_train_batch == self.batch:
-            raise RuntimeError("simulated crash")
-
-
 def resumed_like_uninterrupted(make_trainer_and_scheduler, tmp_path, interval: str) -> None:
     """A fit of 3 epochs of 4 batches, backed up every 3 batches by a BackupAndRestore listed
     before the scheduler (its backup holds the state before the batch's scheduler step),
@@ -375,10 +371,10 @@ def resumed_like_uninterrupted(make_trainer_and_scheduler, tmp_path, interval: s
         trainer.fit(X, Y, batch_size=8, epochs=3, verbose=0, callbacks=callbacks)
         return probe.lrs, trainer.model.state_dict()
 
-    expected_lrs, expected_weights = run(tmp_path / "whole", CrashAfter(0))
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run(tmp_path / "crashed", CrashAfter(5))
-    lrs, weights = run(tmp_path / "crashed", CrashAfter(0))
+    expected_lrs, expected_weights = run(tmp_path / "whole", RaiseAt(0))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run(tmp_path / "crashed", RaiseAt(5))
+    lrs, weights = run(tmp_path / "crashed", RaiseAt(0))
     assert lrs == expected_lrs[3:]  # resumed after batch 3
     assert len(set(lrs)) >= 3  # the learning rate changed on the way
     torch.testing.assert_close(weights, expected_weights, rtol=0, atol=0)
