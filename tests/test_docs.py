@@ -94,18 +94,31 @@ def test_readme_links_resolve():
             assert anchor in _anchors(file.read_text()), f"README.md: no heading for {target}"
 
 
+def _commands(script: str) -> list[str]:
+    """The lines of a shell script, with backslash-continued lines joined."""
+    return re.sub(r"\\\n\s*", "", script).splitlines()
+
+
 def test_ci_runs_the_readme_test_commands():
-    """.ci/run runs the README's test command first, then the README's torchvision run."""
+    """.ci/run runs the README's test command first, then the README's torchvision run, which
+    collects every test file that holds tests marked vision or also_vision."""
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"^pip install .*python -m pytest$", readme, re.MULTILINE).group(0)
     assert ".[all,dev,integrations,docs]" in command
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    ci = _commands((ROOT / ".ci" / "run").read_text())
     tests = [number for number, line in enumerate(ci) if "python -m pytest" in line]
     assert ci[tests[0]] == command + " || exit"
     vision = re.search(r"^```bash\n(python3 -m venv .venv-vision.*?)^```", readme, re.M | re.S)
-    for line in vision.group(1).splitlines():
+    for line in _commands(vision.group(1)):
         assert line in ci[tests[0] + 1 :] or line + " || exit" in ci[tests[0] + 1 :], line
-    assert 'python -m pytest -m "vision or also_vision"' in vision.group(1)
+    run = _commands(vision.group(1))[-1]
+    assert 'python -m pytest -m "vision or also_vision" ' in run
+    marked = {
+        f"tests/{path.name}"
+        for path in (ROOT / "tests").glob("test_*.py")
+        if re.search(r"pytest\.mark\.(also_)?vision\b", path.read_text())
+    }
+    assert set(re.findall(r"tests/test_\w+\.py", run)) == marked
 
 
 def _python_blocks(markdown: str) -> list[str]:
