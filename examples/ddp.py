@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from _common import arguments
+from _common import arguments, print_best
 from torch import nn
 
 from torchcallbacks import CSVLogger, EarlyStopping, ModelCheckpoint, Trainer, seed_everything
@@ -53,7 +53,7 @@ def main() -> None:
         ModelCheckpoint(out / "last.pt"),
         CSVLogger(out / "log.csv"),
     ]
-    trainer.fit(
+    history = trainer.fit(
         x,
         y,
         batch_size=args.batch_size,
@@ -66,6 +66,7 @@ def main() -> None:
     results = trainer.evaluate(x_val, y_val, verbose=0, return_dict=True)  # over every shard
     if trainer.is_main_process:
         print(f"Validation (restored best weights): {results}; files in {out}/")
+        print_best(history)
 
 
 if __name__ == "__main__":

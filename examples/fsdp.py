@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from _common import arguments
+from _common import arguments, print_best
 from torch import nn
 
 from torchcallbacks import (
@@ -53,12 +53,15 @@ class TinyTransformer(nn.Module):
         return self.head(hidden.mean(dim=1))
 
 
-def make_data(samples: int, vocabulary: int = 64, length: int = 16):
-    """Sequences labelled by whether token 0 or token 1 occurs more often."""
+def make_data(samples: int, vocabulary: int = 64, length: int = 16, classes: int = 4):
+    """Sequences of class c draw half of their tokens from the c-th part of the vocabulary."""
     generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, classes, (samples,), generator=generator)
     tokens = torch.randint(0, vocabulary, (samples, length), generator=generator)
-    labels = ((tokens == 0).sum(1) > (tokens == 1).sum(1)).long()
-    return tokens, labels
+    part = vocabulary // classes
+    own = labels[:, None] * part + torch.randint(0, part, (samples, length), generator=generator)
+    from_own_part = torch.rand(samples, length, generator=generator) < 0.5
+    return torch.where(from_own_part, own, tokens), labels
 
 
 def main() -> None:
@@ -67,7 +70,7 @@ def main() -> None:
     seed_everything(0)  # the same initial weights on every process
     x, y = make_data(512 if args.small else 8192)
     width, layers = (32, 2) if args.small else (128, 4)
-    model = TinyTransformer(vocabulary=64, width=width, layers=layers, classes=2)
+    model = TinyTransformer(vocabulary=64, width=width, layers=layers, classes=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     trainer = Trainer(
         model,
@@ -85,7 +88,7 @@ def main() -> None:
         CSVLogger(out / "log.csv"),
         BackupAndRestore(out / "backup"),
     ]
-    trainer.fit(
+    history = trainer.fit(
         x,
         y,
         batch_size=args.batch_size,
@@ -94,9 +97,10 @@ def main() -> None:
         callbacks=callbacks,
     )
     if trainer.is_main_process:  # what a later single-process job does with the files
-        plain = TinyTransformer(vocabulary=64, width=width, layers=layers, classes=2)
+        plain = TinyTransformer(vocabulary=64, width=width, layers=layers, classes=4)
         state = load_checkpoint(out / "last.pt", plain)
         print(f"last.pt (epoch {state['epoch'] + 1}) loads into a plain model; files in {out}/")
+        print_best(history)
 
 
 if __name__ == "__main__":

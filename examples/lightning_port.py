@@ -10,8 +10,11 @@ The module keeps Lightning's methods: ``training_step``, ``validation_step``, ``
     L.Trainer(max_epochs=12, callbacks=[...]).fit(model, train_loader, val_loader)
                                                          ->  Trainer(model).fit(train_loader, ...)
 
-With Lightning installed, ``class LitClassifier(L.LightningModule)`` works as it is. Writes
-the best checkpoint (named after the logged ``val_acc``), ``log.csv`` and ``curves.png``.
+With Lightning installed, ``class LitClassifier(L.LightningModule)`` works as it is. The
+data: Fashion-MNIST from ``--data`` when torchvision and its files are there, else
+scikit-learn's handwritten digits or generated images (see ``_common.py``). Writes the best
+checkpoint (named after the logged ``val_acc``), ``log.csv`` and ``curves.png``, and prints
+the best ``val_acc`` as ``val_accuracy``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import arguments, image_data, save_plot
+from _common import arguments, image_data, print_best, save_plot
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -80,14 +83,12 @@ def main() -> None:
     args = arguments(__doc__.splitlines()[0], out="lightning_port", epochs=12)
     out = Path(args.out)
     generator = seed_everything(0)
-    (x_train, y_train, x_val, y_val), source = image_data(
-        "fashion_mnist", 512 if args.small else 8000, args.data
-    )
-    print(f"Data: {source}")
+    data = image_data("fashion_mnist", 512 if args.small else 8000, args.data)
+    print(f"Data: {data.source}")
     train_loader = DataLoader(
-        TensorDataset(x_train, y_train), batch_size=64, shuffle=True, generator=generator
+        TensorDataset(data.x_train, data.y_train), batch_size=64, shuffle=True, generator=generator
     )
-    val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=256)
+    val_loader = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=256)
 
     model = LitClassifier()
     trainer = Trainer(model, device=args.device)  # optimizer and scheduler: from the module
@@ -111,6 +112,7 @@ def main() -> None:
     print("test_step:", trainer.evaluate(val_loader, verbose=0, return_dict=True))
     probabilities = trainer.predict(val_loader, verbose=0)  # predict_step on every batch
     print(f"predict_step: {tuple(probabilities.shape)} class probabilities")
+    print_best(history, key="val_acc")
     save_plot(history, out / "curves.png")
 
 

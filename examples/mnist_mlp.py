@@ -2,18 +2,18 @@
 
     python examples/mnist_mlp.py [--device cuda] [--epochs 15] [--samples 10000] [--out DIR]
 
-Uses Fashion-MNIST from ``--data`` when torchvision and the files are there (it never
-downloads), ``torchvision.datasets.FakeData`` when only torchvision is installed, and
-generated 28x28 images otherwise. Writes under ``--out`` (default ``runs/mnist_mlp``):
-``best.h5`` (HDF5, with h5py; else ``best.pt``), ``log.csv``, ``tensorboard/`` and
-``curves.png``.
+Uses Fashion-MNIST from ``--data`` when torchvision and the dataset files are there (it never
+downloads), else scikit-learn's handwritten digits upscaled to 28x28, else generated images
+(see ``_common.py``). Writes under ``--out`` (default ``runs/mnist_mlp``): ``best.h5``
+(HDF5, with h5py; else ``best.pt``), ``log.csv``, ``tensorboard/`` and ``curves.png``, and
+prints the best ``val_accuracy``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from _common import arguments, image_data, installed, save_plot
+from _common import arguments, image_data, installed, print_best, save_plot
 from torch import nn
 
 from torchcallbacks import (
@@ -26,19 +26,6 @@ from torchcallbacks import (
     load_checkpoint,
     seed_everything,
 )
-
-CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
 
 
 def build_model() -> nn.Module:
@@ -53,10 +40,9 @@ def main() -> None:
     args = arguments(__doc__.splitlines()[0], out="mnist_mlp", epochs=15, samples=10_000)
     out = Path(args.out)
     seed_everything(0)
-    (x_train, y_train, x_val, y_val), source = image_data(
-        "fashion_mnist", 512 if args.small else args.samples, args.data
-    )
-    print(f"Data: {source}; {len(x_train)} training and {len(x_val)} validation images")
+    data = image_data("fashion_mnist", 512 if args.small else args.samples, args.data)
+    x_train, y_train, x_val, y_val = data.x_train, data.y_train, data.x_val, data.y_val
+    print(f"Data: {data.source}; {len(x_train)} training and {len(x_val)} validation images")
 
     trainer = Trainer(
         build_model(),
@@ -92,7 +78,8 @@ def main() -> None:
     )
     predicted = Trainer(fresh, device=args.device).predict(x_val[:8], verbose=0).argmax(-1)
     for guess, truth in zip(predicted.tolist(), y_val[:8].tolist()):
-        print(f"  predicted {CLASSES[guess]:<12} true {CLASSES[truth]}")
+        print(f"  predicted {data.classes[guess]:<12} true {data.classes[truth]}")
+    print_best(history)
     save_plot(history, out / "curves.png")
 
 

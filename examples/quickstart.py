@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from _common import arguments, installed, save_plot
+from _common import arguments, installed, print_best, save_plot
 from torch import nn
 
 from torchcallbacks import (
@@ -69,6 +69,7 @@ def main() -> None:
     print(f"Best checkpoint: val_loss {loss:.4f}, val_accuracy {accuracy:.4f}")
     probabilities = trainer.predict(x_val[:5], verbose=0).softmax(-1)
     print("Class probabilities of 5 validation samples:\n", probabilities.numpy().round(3))
+    print_best(history)
     save_plot(history, out / "curves.png")
 
 

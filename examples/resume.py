@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 import torch
-from _common import arguments
+from _common import arguments, print_best
 from torch import nn
 
 from torchcallbacks import (
@@ -74,10 +74,11 @@ SAMPLES, SMALL_SAMPLES, BATCH_SIZE, VALIDATION = 4096, 512, 64, 0.25
 def train(args, out: Path, crash: SimulatedCrash):
     seed_everything(0)  # a rerun of the script starts from the same seed, like this one
     x = torch.randn(SMALL_SAMPLES if args.small else SAMPLES, 16)
-    y = (x[:, :8].sum(1) > x[:, 8:].sum(1)).long()
-    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 2))
+    y = x.view(-1, 4, 4).sum(-1).argmax(-1)  # which group of four features sums highest
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     trainer = Trainer(
-        model, optimizer="sgd", loss="cross_entropy", metrics=["accuracy"], device=args.device
+        model, optimizer, loss="cross_entropy", metrics=["accuracy"], device=args.device
     )
     callbacks = [
         BackupAndRestore(out / "backup", save_freq=args.save_freq),
@@ -134,6 +135,7 @@ def main() -> None:
     rows = (out / "log.csv").read_text().splitlines()
     print(f"{out / 'log.csv'}: {len(rows) - 1} epoch rows, each epoch once:")
     print("\n".join(rows))
+    print_best(history)
 
 
 if __name__ == "__main__":

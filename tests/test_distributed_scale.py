@@ -220,7 +220,7 @@ def test_the_fsdp_example_runs_under_torchrun_with_the_default_verbosity(tmp_pat
     # The process group was freed before interpreter shutdown, which it could abort.
     assert [(tmp_path / f"run.exit-threads-{rank}").read_text() for rank in (0, 1)] == ["0", "0"]
     weights = torch.load(out / "best.pt", weights_only=True)
-    assert weights["head.weight"].shape == (2, 32)  # gathered, not a shard
+    assert weights["head.weight"].shape == (4, 32)  # gathered, not a shard
 
 
 def test_a_1_process_backup_resumes_on_2_ranks(runs):

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import torchcallbacks
 
@@ -95,11 +94,31 @@ def test_readme_links_resolve():
             assert anchor in _anchors(file.read_text()), f"README.md: no heading for {target}"
 
 
-def test_ci_runs_the_readme_test_command():
+def _commands(script: str) -> list[str]:
+    """The lines of a shell script, with backslash-continued lines joined."""
+    return re.sub(r"\\\n\s*", "", script).splitlines()
+
+
+def test_ci_runs_the_readme_test_commands():
+    """.ci/run runs the README's test command first, then the README's torchvision run, which
+    collects every test file that holds tests marked vision or also_vision."""
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"^pip install .*python -m pytest$", readme, re.MULTILINE).group(0)
-    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == command
     assert ".[all,dev,integrations,docs]" in command
+    ci = _commands((ROOT / ".ci" / "run").read_text())
+    tests = [number for number, line in enumerate(ci) if "python -m pytest" in line]
+    assert ci[tests[0]] == command + " || exit"
+    vision = re.search(r"^```bash\n(python3 -m venv .venv-vision.*?)^```", readme, re.M | re.S)
+    for line in _commands(vision.group(1)):
+        assert line in ci[tests[0] + 1 :] or line + " || exit" in ci[tests[0] + 1 :], line
+    run = _commands(vision.group(1))[-1]
+    assert 'python -m pytest -m "vision or also_vision" ' in run
+    marked = {
+        f"tests/{path.name}"
+        for path in (ROOT / "tests").glob("test_*.py")
+        if re.search(r"pytest\.mark\.(also_)?vision\b", path.read_text())
+    }
+    assert set(re.findall(r"tests/test_\w+\.py", run)) == marked
 
 
 def _python_blocks(markdown: str) -> list[str]:
@@ -111,15 +130,6 @@ def test_pages_with_examples_have_some():
         assert _python_blocks((ROOT / page).read_text()), f"{page} has no Python example"
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run several times faster on one thread when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("page", RUN_EXAMPLES)
 def test_page_examples_run(page, tmp_path, monkeypatch, capsys, one_thread):
     blocks = _python_blocks((ROOT / page).read_text())
@@ -128,12 +138,13 @@ def test_page_examples_run(page, tmp_path, monkeypatch, capsys, one_thread):
     for number, block in enumerate(blocks, 1):
         code = compile(block, f"{page}, Python block {number}", "exec")
         exec(code, namespace)  # noqa: S102 - the documented code, run as a user would
-    _check_claims(page, namespace, capsys.readouterr().out, tmp_path)
+    _check_claims(page, "\n".join(blocks), capsys.readouterr().out, tmp_path)
 
 
-def _check_claims(page: str, namespace: dict, printed: str, folder: Path) -> None:
-    """What a page says its example does, checked where the page states a result."""
-    for expected in re.findall(r"^# Prints: (.*)$", (ROOT / page).read_text(), re.MULTILINE):
+def _check_claims(page: str, code: str, printed: str, folder: Path) -> None:
+    """What the page's run examples (``code``) say they do, checked where they state a
+    result. (A ```py block that needs a package the tests lack is run by its own test.)"""
+    for expected in re.findall(r"^# Prints: (.*)$", code, re.MULTILINE):
         assert expected in printed, f"{page}: expected {expected!r} in the output:\n{printed}"
-    for expected in re.findall(r"^# Writes: (\S+)$", (ROOT / page).read_text(), re.MULTILINE):
+    for expected in re.findall(r"^# Writes: (\S+)$", code, re.MULTILINE):
         assert list(folder.glob(expected)), f"{page}: wrote no {expected}"

@@ -1,13 +1,18 @@
-"""Every example runs with ``--small`` and does what its docstring says it does.
+"""Every example runs with ``--small`` and does what its docstring says it does, and every
+classification example learns: its printed best ``val_accuracy: X`` is at least twice chance.
 
-The examples that need torchrun (``ddp.py``, ``fsdp.py``) run in tests/test_distributed.py.
+Marked ``also_vision``: CI runs them in its torchvision virtualenv too, where the image
+examples take torchvision's code paths (ResNet-18, dataset folders). ``ddp.py`` and
+``fsdp.py`` run here in one process; tests/test_distributed*.py run them under torchrun.
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -16,19 +21,51 @@ import pytest
 import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-NOT_HERE = {"_common.py", "ddp.py", "fsdp.py"}  # a helper module; examples for torchrun
+NOT_HERE = {"_common.py"}  # a helper module
+# The classes of each classification example (of its output named in the printed line).
+CLASSES = {
+    "quickstart.py": 3,
+    "mnist_mlp.py": 10,
+    "cifar_resnet.py": 10,
+    "multi_io.py": 5,  # the department
+    "lightning_port.py": 10,
+    "resume.py": 4,
+    "ddp.py": 3,
+    "fsdp.py": 4,
+}
+
+pytestmark = pytest.mark.also_vision
 
 
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _run(name: str, out: Path, *flags: str) -> str:
-    command = [sys.executable, str(EXAMPLES / name), "--small", "--device", "cpu"]
-    command += ["--out", str(out), *flags]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=out.parent)
+def _run(name: str, out: Path, *flags: str, python: tuple[str, ...] = ()) -> str:
+    """The example's output; ``python``: what runs the script (default: this interpreter)."""
+    command = [*(python or (sys.executable,)), str(EXAMPLES / name), "--small", "--device"]
+    command += ["cpu", "--out", str(out), *flags]
+    # One thread: on busy cores torch's threads wait for each other (several times slower).
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, cwd=out.parent, env=env
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    if name in CLASSES:
+        _check_it_learned(name, result.stdout, out)
     return result.stdout
+
+
+def _check_it_learned(name: str, printed: str, out: Path) -> None:
+    """The printed best validation accuracy is the log's best, and at least twice chance."""
+    best = float(re.search(r"^Best (\w+ )?val_accuracy: ([\d.]+)$", printed, re.M).group(2))
+    assert best >= 2 / CLASSES[name], f"{name} did not learn:\n{printed[-3000:]}"
+    if (out / "log.csv").exists():
+        rows = _rows(out / "log.csv")
+        key = next(
+            k for k in ("val_accuracy", "val_acc", "val_department_accuracy") if k in rows[0]
+        )
+        assert best == pytest.approx(max(float(row[key]) for row in rows), abs=5e-5)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -70,6 +107,9 @@ def check_custom_callback(out: Path) -> None:
 
 def check_mnist_mlp(out: Path) -> None:
     printed = _run("mnist_mlp.py", out, "--epochs", "3")
+    assert re.search(
+        r"^Data: (scikit-learn's handwritten digits|generated patterns)", printed, re.M
+    )
     rows = _rows(out / "log.csv")
     assert len(rows) == 3 and "lr" in rows[0]  # ReduceLROnPlateau logs the learning rate
     best = max(rows, key=lambda row: float(row["val_accuracy"]))
@@ -89,18 +129,20 @@ def check_mnist_mlp(out: Path) -> None:
 
 
 def check_cifar_resnet(out: Path) -> None:
-    _run("cifar_resnet.py", out, "--epochs", "2")
+    printed = _run("cifar_resnet.py", out)
+    model = "torchvision ResNet-18" if _installed("torchvision") else "small ResNet"
+    assert f"model: {model}" in printed
     rows = _rows(out / "log.csv")
     # OneCycleLR is stepped after every batch: the logged lr of epoch e is the schedule's
-    # value after 4 * (e + 1) steps (256 images in batches of 64).
+    # value after 12 * (e + 1) steps (384 images in batches of 32, 3 epochs).
     parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([parameter], lr=0.1, momentum=0.9, nesterov=True)
+    optimizer = torch.optim.SGD([parameter], lr=0.05, momentum=0.9, nesterov=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=0.1, epochs=2, steps_per_epoch=4
+        optimizer, max_lr=0.05, epochs=3, steps_per_epoch=12
     )
     expected = []
-    for _ in range(2):
-        for _ in range(4):
+    for _ in range(3):
+        for _ in range(12):
             optimizer.step()
             schedule.step()
         expected.append(optimizer.param_groups[0]["lr"])
@@ -111,7 +153,7 @@ def check_cifar_resnet(out: Path) -> None:
 
 
 def check_multi_io(out: Path) -> None:
-    printed = _run("multi_io.py", out, "--epochs", "2")
+    printed = _run("multi_io.py", out)
     names = ["loss", "priority_loss", "department_loss", "priority_accuracy"]
     names.append("department_accuracy")
     header = list(_rows(out / "log.csv")[0])
@@ -123,7 +165,7 @@ def check_multi_io(out: Path) -> None:
 
 
 def check_lightning_port(out: Path) -> None:
-    printed = _run("lightning_port.py", out, "--epochs", "3")
+    printed = _run("lightning_port.py", out, "--epochs", "4")
     rows = _rows(out / "log.csv")
     assert {"train_loss", "val_loss", "val_acc", "lr"} <= set(rows[0])  # self.log, scheduler
     # ModelCheckpoint(save_top_k=1) kept one file, named after the best logged val_acc.
@@ -170,6 +212,19 @@ def check_resume(out: Path) -> None:
     assert all(torch.equal(resumed[key], reference[key]) for key in reference)
 
 
+def check_ddp(out: Path) -> None:
+    printed = _run("ddp.py", out)  # one process: the same script without torchrun
+    assert "1 process(es) on cpu, global batch 64" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv"]
+
+
+def check_fsdp(out: Path) -> None:
+    printed = _run("fsdp.py", out)
+    assert re.search(r"last\.pt \(epoch \d\) loads into a plain model", printed)
+    weights = torch.load(out / "best.pt", weights_only=True)
+    assert weights["head.weight"].shape == (4, 32)  # 4 classes
+
+
 CHECKS = {
     "quickstart.py": check_quickstart,
     "custom_callback.py": check_custom_callback,
@@ -179,6 +234,8 @@ CHECKS = {
     "lightning_port.py": check_lightning_port,
     "gan.py": check_gan,
     "resume.py": check_resume,
+    "ddp.py": check_ddp,
+    "fsdp.py": check_fsdp,
 }
 
 
@@ -193,6 +250,46 @@ def test_every_example_is_checked():
 @pytest.mark.parametrize("name", _examples())
 def test_example_does_what_it_says(name, tmp_path):
     CHECKS[name](tmp_path / "out")
+
+
+def test_without_scikit_learn_the_image_examples_learn_generated_patterns(tmp_path):
+    hide = (
+        "import os, runpy, sys; sys.modules['sklearn'] = None; sys.argv = sys.argv[1:]; "
+        "sys.path.insert(0, os.path.dirname(sys.argv[0])); "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    python = (sys.executable, "-c", hide)
+    printed = _run("mnist_mlp.py", tmp_path / "out", "--epochs", "3", python=python)
+    assert "Data: generated patterns (install scikit-learn for real handwritten digits)" in printed
+
+
+def _idx_file(path: Path, data: torch.Tensor) -> None:
+    """``data`` (uint8) in the IDX format of the MNIST files: type 8, then the sizes."""
+    header = struct.pack(f">I{data.ndim}I", 0x0800 + data.ndim, *data.shape)
+    path.write_bytes(header + data.numpy().tobytes())
+
+
+@pytest.mark.vision
+def test_with_data_the_examples_read_torchvision_dataset_folders(tmp_path):
+    """A FashionMNIST folder laid out as torchvision stores it (IDX files under
+    FashionMNIST/raw; here scikit-learn's digits, 28x28): read by torchvision, unchanged."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1)
+    images = torch.nn.functional.interpolate(images / 16, size=(28, 28), mode="bilinear")
+    images = (images.squeeze(1) * 255).round().to(torch.uint8)
+    labels = torch.as_tensor(digits.target).to(torch.uint8)
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for part, rows in (("train", slice(0, 1500)), ("t10k", slice(1500, None))):
+        _idx_file(raw / f"{part}-images-idx3-ubyte", images[rows])
+        _idx_file(raw / f"{part}-labels-idx1-ubyte", labels[rows])
+    data = str(tmp_path / "data")
+    printed = _run("mnist_mlp.py", tmp_path / "out", "--epochs", "3", "--data", data)
+    assert f"Data: torchvision FashionMNIST from {data}; 512 training and 128 validation" in printed
+    names = "T-shirt/top|Trouser|Pullover|Dress|Coat|Sandal|Shirt|Sneaker|Bag|Ankle boot"
+    assert len(re.findall(rf"  predicted ({names}) +true ({names})$", printed, re.M)) == 8
 
 
 def test_default_crash_comes_after_a_backup_inside_an_epoch():

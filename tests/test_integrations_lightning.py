@@ -1,7 +1,8 @@
 """Lightning's own modules and data modules, trained by our Trainer unchanged.
 
 These tests import the real ``lightning`` and ``torchmetrics`` packages (the `integrations`
-extra): a look-alike written here would hide what real users hit.
+extra): a look-alike written here would hide what real users hit. Both import torchvision
+when it is installed: marked ``also_vision``, they run in CI's torchvision virtualenv too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
 from torchcallbacks import EarlyStopping, ModelCheckpoint, Trainer
 from torchcallbacks.models.lightning import LightningTrainerView
+
+pytestmark = pytest.mark.also_vision
 
 
 def test_boring_model_final_weights_equal_a_hand_written_loop():

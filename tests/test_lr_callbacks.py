@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_ema import RaiseAt  # raises after a given global batch, as a killed run stops
 from torch.optim import lr_scheduler
 
 from torchcallbacks import (
+    BackupAndRestore,
     Callback,
     EarlyStopping,
     LambdaCallback,
@@ -220,12 +222,11 @@ def test_torch_scheduler_stepped_per_epoch():
     assert trainer.get_lr() == pytest.approx(0.025)  # after 5 steps
 
 
-def test_torch_reduce_lr_on_plateau_gets_the_monitored_value():
+def plateau_lrs(plateau, step_by_hand) -> tuple[list[float], list[float]]:
+    """The learning rate of each epoch with the scheduler ``plateau(optimizer)`` builds, fed
+    a val_loss that stops improving: through LearningRateScheduler, and stepped by hand with
+    ``step_by_hand(scheduler, epoch, val_loss)``."""
     values = [1.0, 0.9, 0.95, 0.97, 0.99, 0.98, 0.97]
-
-    def plateau(optimizer):
-        return lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
-
     feed = LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(val_loss=values[epoch]))
     trainer = make_trainer()
     callback = LearningRateScheduler(plateau(trainer.optimizer), monitor="val_loss")
@@ -237,10 +238,18 @@ def test_torch_reduce_lr_on_plateau_gets_the_monitored_value():
     optimizer = torch.optim.SGD(torch.nn.Linear(3, 1).parameters(), lr=0.1)
     scheduler = plateau(optimizer)
     expected = []
-    for value in values:
+    for epoch, value in enumerate(values):
         expected.append(optimizer.param_groups[0]["lr"])
-        scheduler.step(value)
-    assert probe.lrs == expected
+        step_by_hand(scheduler, epoch, value)
+    return probe.lrs, expected
+
+
+def test_torch_reduce_lr_on_plateau_gets_the_monitored_value():
+    def plateau(optimizer):
+        return lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
+
+    lrs, expected = plateau_lrs(plateau, lambda scheduler, epoch, value: scheduler.step(value))
+    assert lrs == expected
     assert expected[-1] < 0.1
 
 
@@ -282,6 +291,101 @@ def test_torch_scheduler_state_resumes(tmp_path):
     )
     assert callback.scheduler.last_epoch == 4
     assert resumed.get_lr() == 0.1 * 0.5**4
+
+
+def hand_loop(
+    model,
+    optimizer,
+    scheduler,
+    batches,
+    epochs: int,
+    loss=torch.nn.functional.mse_loss,
+    accumulate: int = 1,
+    after_update=lambda scheduler, updates: scheduler.step(),
+    after_epoch=lambda scheduler, epoch: None,
+) -> list[float]:
+    """A training loop as HuggingFace's and timm's scripts write it: the loss divided by
+    ``accumulate``, an optimizer step every ``accumulate`` batches and at each epoch's end,
+    ``after_update`` after each optimizer step, ``after_epoch`` after each epoch. Returns the
+    learning rate each batch trains with."""
+    lrs, updates = [], 0
+    for epoch in range(epochs):
+        for index, (x, y) in enumerate(batches):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            (loss(model(x), y) / accumulate).backward()
+            if (index + 1) % accumulate == 0 or index + 1 == len(batches):
+                optimizer.step()
+                optimizer.zero_grad()
+                updates += 1
+                after_update(scheduler, updates)
+        after_epoch(scheduler, epoch)
+    return lrs
+
+
+def linear_hand_loop(make_scheduler, epochs: int, batch_size: int, **options):
+    """`hand_loop` over (X, Y) in order with `make_trainer`'s model and optimizer; the LRs
+    and the final weights."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = list(zip(X.split(batch_size), Y.split(batch_size)))
+    lrs = hand_loop(model, optimizer, make_scheduler(optimizer), batches, epochs, **options)
+    return lrs, model.state_dict()
+
+
+@pytest.mark.parametrize(
+    "name", ["get_linear_schedule_with_warmup", "get_cosine_schedule_with_warmup"]
+)
+def test_transformers_warmup_schedules_per_batch_match_a_hand_loop(name):
+    """5 batches per epoch, gradients accumulated over 2: 3 optimizer steps per epoch, the
+    last one after the epoch's fifth batch; the schedule follows the optimizer steps."""
+    import transformers
+
+    def schedule(optimizer):
+        return getattr(transformers, name)(optimizer, num_warmup_steps=3, num_training_steps=3 * 3)
+
+    trainer = make_trainer(accumulate_grad_batches=2)
+    callback = LearningRateScheduler(schedule(trainer.optimizer), interval="batch")
+    probe = BatchLRs()
+    history = trainer.fit(
+        X, Y, batch_size=7, epochs=3, shuffle=False, verbose=0, callbacks=[callback, probe]
+    )
+    lrs, weights = linear_hand_loop(schedule, epochs=3, batch_size=7, accumulate=2)
+    assert probe.lrs == lrs
+    assert lrs[:5] == pytest.approx([0.0, 0.0, 0.1 / 3, 0.1 / 3, 0.2 / 3])  # the warm-up
+    assert history.history["lr"] == [lrs[5], lrs[10], trainer.get_lr()]
+    torch.testing.assert_close(trainer.model.state_dict(), weights)
+
+
+def resumed_like_uninterrupted(make_trainer_and_scheduler, tmp_path, interval: str) -> None:
+    """A fit of 3 epochs of 4 batches, backed up every 3 batches by a BackupAndRestore listed
+    before the scheduler (its backup holds the state before the batch's scheduler step),
+    crashes after batch 5; run again, it trains every later batch with the learning rate and
+    ends with the weights of the uninterrupted run."""
+
+    def run(backup, crash):
+        trainer, scheduler = make_trainer_and_scheduler()
+        probe = BatchLRs()
+        callbacks = [BackupAndRestore(backup, save_freq=3)]
+        callbacks += [LearningRateScheduler(scheduler, interval=interval), probe, crash]
+        trainer.fit(X, Y, batch_size=8, epochs=3, verbose=0, callbacks=callbacks)
+        return probe.lrs, trainer.model.state_dict()
+
+    expected_lrs, expected_weights = run(tmp_path / "whole", RaiseAt(0))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run(tmp_path / "crashed", RaiseAt(5))
+    lrs, weights = run(tmp_path / "crashed", RaiseAt(0))
+    assert lrs == expected_lrs[3:]  # resumed after batch 3
+    assert len(set(lrs)) >= 3  # the learning rate changed on the way
+    torch.testing.assert_close(weights, expected_weights, rtol=0, atol=0)
+
+
+def test_a_per_batch_torch_scheduler_resumes_exactly_from_a_backup(tmp_path):
+    def make():
+        trainer = make_trainer()
+        return trainer, lr_scheduler.OneCycleLR(trainer.optimizer, max_lr=0.5, total_steps=12)
+
+    resumed_like_uninterrupted(make, tmp_path, interval="batch")
 
 
 # -- EarlyStopping and ReduceLROnPlateau on real training -----------------------------------
