@@ -53,8 +53,10 @@ def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     hits = accuracy_values(y_pred, y_true)
     if y_true.is_floating_point() or y_true.shape != hits.shape:
         return hits.mean(dtype=torch.float32)
-    kept = y_true != PAD_VALUE  # cross-entropy's ignore_index
-    return (hits & kept).sum(dtype=torch.float32) / kept.sum().clamp(min=1)
+    # A -100 never equals a predicted class, so its position is already a miss: only the
+    # count of kept labels changes.
+    kept = (y_true != PAD_VALUE).sum()  # cross-entropy's ignore_index
+    return hits.sum(dtype=torch.float32) / kept.clamp(min=1)
 
 
 def mae(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
