@@ -462,6 +462,19 @@ def test_trainer_aliases_and_the_data_module():
         trainer.fit(_data(6, 1), datamodule=data)
 
 
+def test_test_without_test_step_is_refused_as_lightning_refuses_it():
+    class NoTestStep(Boring):
+        test_step = L.LightningModule.test_step  # not overridden: validation_step only
+
+    with pytest.raises(Exception, match=r"No `test_step\(\)` method defined"):
+        lightning_trainer().test(NoTestStep(), dataloaders=_data(4, 3))
+    trainer = Trainer(NoTestStep(), device="cpu")
+    with pytest.raises(ValueError, match=r"defines no test_step.*trainer\.validate"):
+        trainer.test(dataloaders=_data(4, 3), verbose=False)
+    # evaluate, Keras's name, still scores with validation_step
+    assert set(trainer.evaluate(_data(4, 3), verbose=0, return_dict=True)) == {"val_loss"}
+
+
 def test_estimated_stepping_batches_with_accumulation():
     module = Boring()
     trainer = Trainer(module, device="cpu", accumulate_grad_batches=2)

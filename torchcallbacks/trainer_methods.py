@@ -118,6 +118,13 @@ class TrainerMethods:
         data = next((d for d in (dataloaders, datamodule, model) if d is not None), None)
         if data is None:
             raise ValueError(f"trainer.{stage} needs data: dataloaders=... or datamodule=...")
+        # evaluate() falls back to validation_step; Lightning's trainer.test does not
+        if stage == "test" and getattr(self._kind, "test_stage", "test") != "test":
+            raise ValueError(
+                f"{type(self.model).__name__} defines no test_step(batch, batch_idx), which "
+                "trainer.test runs (as Lightning's does); define it, or call "
+                "trainer.validate(...) to run validation_step."
+            )
         if ckpt_path is not None:
             self.load_weights(ckpt_path)
         verbosity = "auto" if verbose else 0
