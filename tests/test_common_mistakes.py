@@ -269,6 +269,15 @@ def test_a_class_label_out_of_range_names_the_loss_the_label_and_the_class_count
         trainer.fit(x, y, batch_size=64, verbose=0)
 
 
+def test_float_class_labels_name_the_cast_to_make():
+    x, y = data()
+    model = net()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'cross_entropy'.*Float.*must be integers.*y\.long\(\)"):
+        Trainer(model, "adam", "cross_entropy", device="cpu").fit(x, y.double().numpy(), verbose=0)
+    assert equal(snapshot(model), before)
+
+
 class TwoHeads(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()

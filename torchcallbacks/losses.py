@@ -147,6 +147,18 @@ def label_out_of_range(name: str, y_pred: Any, y_true: Any) -> str | None:
     )
 
 
+def float_class_labels(y_pred: Any, y_true: Any) -> str | None:
+    """For class labels given as floats (torch's ``expected ... Long ... but got Float``),
+    as they come from a CSV or a float NumPy array: the fix; None for other targets."""
+    if not isinstance(y_true, torch.Tensor) or not isinstance(y_pred, torch.Tensor):
+        return None
+    if not y_true.is_floating_point() or y_true.ndim != y_pred.ndim - 1:
+        return None
+    return (
+        "Class labels must be integers: cast the targets, e.g. y.long() (NumPy: y.astype('int64'))."
+    )
+
+
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "mse": mean_squared_error,
     "mean_squared_error": mean_squared_error,

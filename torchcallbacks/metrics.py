@@ -17,6 +17,7 @@ import torch
 from torchcallbacks.data.batches import PAD_VALUE
 from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.losses import (
+    float_class_labels,
     label_out_of_range,
     logits_alternative,
     loss_name,
@@ -215,10 +216,11 @@ class _Head:
                 raise
             raise ValueError(message) from error
         except RuntimeError as error:
+            fix = float_class_labels(y_pred, y_true)
             raise ValueError(
                 f"loss '{self.loss_label}' failed on model output of shape "
                 f"{tuple(getattr(y_pred, 'shape', ()))} and target of shape "
-                f"{tuple(getattr(y_true, 'shape', ()))}: {error}"
+                f"{tuple(getattr(y_true, 'shape', ()))}: {error}" + (f". {fix}" if fix else "")
             ) from error
         if value.ndim != 0:
             raise ValueError(
