@@ -103,6 +103,8 @@ def categorical_crossentropy(
 def sparse_categorical_crossentropy(
     y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
+    if class_column(y_pred, y_true):  # Keras squeezes (N, 1) labels
+        y_true = y_true.squeeze(-1)
     _class_targets("sparse_categorical_crossentropy", y_pred, y_true)
     probs = y_pred.float().clamp(_EPSILON, 1.0 - _EPSILON)
     return F.nll_loss(probs.log(), y_true.long(), reduction=reduction)
@@ -147,16 +149,29 @@ def label_out_of_range(name: str, y_pred: Any, y_true: Any) -> str | None:
     )
 
 
-def float_class_labels(y_pred: Any, y_true: Any) -> str | None:
-    """For class labels given as floats (torch's ``expected ... Long ... but got Float``),
-    as they come from a CSV or a float NumPy array: the fix; None for other targets."""
+def class_column(y_pred: torch.Tensor, y_true: torch.Tensor) -> bool:
+    """Whether ``y_true`` holds class labels as a column, ``(N, 1)`` for an ``(N, C)`` output
+    (Keras's datasets, ``df[["label"]]``), which Keras's sparse losses and accuracy squeeze."""
+    return y_true.ndim == y_pred.ndim > 1 and y_true.shape[-1] == 1 and y_pred.shape[-1] > 1
+
+
+def class_labels_fix(y_pred: Any, y_true: Any) -> str | None:
+    """For class labels torch's cross-entropy refuses, given as floats (torch's ``expected
+    ... Long ... but got Float``; a CSV column, a float NumPy array) or as a column
+    ``(N, 1)``: the fix; None for other targets."""
     if not isinstance(y_true, torch.Tensor) or not isinstance(y_pred, torch.Tensor):
         return None
-    if not y_true.is_floating_point() or y_true.ndim != y_pred.ndim - 1:
+    fixes = []
+    if class_column(y_pred, y_true):
+        fixes.append("flatten the column: y.squeeze(-1) (NumPy: y.ravel())")
+        y_true = y_true.squeeze(-1)
+    if y_true.ndim != y_pred.ndim - 1:
         return None
-    return (
-        "Class labels must be integers: cast the targets, e.g. y.long() (NumPy: y.astype('int64'))."
-    )
+    if y_true.is_floating_point():
+        fixes.append("cast them: y.long() (NumPy: y.astype('int64'))")
+    if not fixes:
+        return None
+    return "Class labels must be integers, one per sample: " + "; ".join(fixes) + "."
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {

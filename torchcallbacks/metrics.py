@@ -17,7 +17,8 @@ import torch
 from torchcallbacks.data.batches import PAD_VALUE
 from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.losses import (
-    float_class_labels,
+    class_column,
+    class_labels_fix,
     label_out_of_range,
     logits_alternative,
     loss_name,
@@ -31,6 +32,8 @@ MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def accuracy_values(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     """Per-sample hits of Keras's accuracy: threshold 0.5 for one column, argmax for several."""
+    if class_column(y_pred, y_true):  # (N, 1) labels, as Keras squeezes them: never broadcast
+        y_true = y_true.squeeze(-1)
     if y_pred.ndim == 1 or y_pred.shape[-1] == 1:
         predicted = (y_pred.reshape(y_true.shape) > 0.5).to(y_true.dtype)
         return predicted == y_true
@@ -51,6 +54,8 @@ def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     """Keras's accuracy: threshold 0.5 for one column, argmax for several. Class indices of
     -100 (padding, special tokens: HuggingFace's labels) are left out, as cross-entropy
     leaves them out."""
+    if class_column(y_pred, y_true):
+        y_true = y_true.squeeze(-1)
     hits = accuracy_values(y_pred, y_true)
     if y_true.is_floating_point() or y_true.shape != hits.shape:
         return hits.mean(dtype=torch.float32)
@@ -216,7 +221,7 @@ class _Head:
                 raise
             raise ValueError(message) from error
         except RuntimeError as error:
-            fix = float_class_labels(y_pred, y_true)
+            fix = class_labels_fix(y_pred, y_true)
             raise ValueError(
                 f"loss '{self.loss_label}' failed on model output of shape "
                 f"{tuple(getattr(y_pred, 'shape', ()))} and target of shape "
