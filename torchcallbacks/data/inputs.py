@@ -434,9 +434,13 @@ def validation_batches(
     world_size: int = 1,
 ) -> TensorBatches | LoaderBatches | None:
     """The batches of `fit`'s ``validation_data``: ``(x_val, y_val)``, ``(x_val, y_val,
-    sample_weight)``, or anything `make_batches` takes; None without validation data."""
+    sample_weight)`` (or a list of those arrays, as Keras takes), or anything `make_batches`
+    takes; None without validation data."""
     if validation_data is None:
         return None
+    if isinstance(validation_data, list) and len(validation_data) in (2, 3):
+        if all(_is_array(part) for part in validation_data):  # Keras's [x_val, y_val]
+            validation_data = tuple(validation_data)
     if isinstance(validation_data, tuple) and len(validation_data) in (2, 3):
         x_val, y_val, weights = (*validation_data, None)[:3]
         return make_batches(
