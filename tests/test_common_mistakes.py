@@ -269,12 +269,15 @@ def test_a_class_label_out_of_range_names_the_loss_the_label_and_the_class_count
         trainer.fit(x, y, batch_size=64, verbose=0)
 
 
-def test_float_class_labels_name_the_cast_to_make():
+def test_class_targets_of_a_dtype_cross_entropy_refuses_name_the_cast_to_make():
     x, y = data()
     model = net()
     before = snapshot(model)
     with pytest.raises(ValueError, match=r"'cross_entropy'.*Float.*must be integers.*y\.long\(\)"):
         Trainer(model, "adam", "cross_entropy", device="cpu").fit(x, y.double().numpy(), verbose=0)
+    one_hot = torch.nn.functional.one_hot(y, 3)  # integers, as Keras's to_categorical is not
+    with pytest.raises(ValueError, match=r"One-hot targets must be floats, y\.float\(\)"):
+        Trainer(model, "adam", "cross_entropy", device="cpu").fit(x, one_hot, verbose=0)
     assert equal(snapshot(model), before)
 
 

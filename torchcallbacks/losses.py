@@ -158,9 +158,14 @@ def class_column(y_pred: torch.Tensor, y_true: torch.Tensor) -> bool:
 def class_labels_fix(y_pred: Any, y_true: Any) -> str | None:
     """For class labels torch's cross-entropy refuses, given as floats (torch's ``expected
     ... Long ... but got Float``; a CSV column, a float NumPy array) or as a column
-    ``(N, 1)``: the fix; None for other targets."""
+    ``(N, 1)``, or one-hot rows of integers: the fix; None for other targets."""
     if not isinstance(y_true, torch.Tensor) or not isinstance(y_pred, torch.Tensor):
         return None
+    if y_true.shape == y_pred.shape and not y_true.is_floating_point():
+        return (
+            "One-hot targets must be floats, y.float(), or give class indices instead: "
+            "y.argmax(-1)."
+        )
     fixes = []
     if class_column(y_pred, y_true):
         fixes.append("flatten the column: y.squeeze(-1) (NumPy: y.ravel())")
