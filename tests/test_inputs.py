@@ -78,6 +78,12 @@ def test_pandas_non_numeric_columns_are_named():
         Trainer(classifier(5), "adam", "cross_entropy").fit(features, labels, verbose=0)
 
 
+def test_a_python_list_of_labels_is_refused_naming_the_array_to_pass():
+    x = torch.randn(8, 4)
+    with pytest.raises(TypeError, match=r"list of 8 numbers.*np\.asarray\(values\)"):
+        Trainer(classifier(), "adam", "cross_entropy").fit(x, [0, 1, 2, 1] * 2, verbose=0)
+
+
 def test_float64_tensors_are_cast_to_the_parameters_dtype():
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(32, 4, generator=generator, dtype=torch.float64)

@@ -76,6 +76,12 @@ def _to_tensor(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _to_tensor(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
+        if value and all(isinstance(v, int | float | np.number) for v in value):
+            raise TypeError(
+                f"got a {type(value).__name__} of {len(value)} numbers, where a list or tuple "
+                "holds one array per input or output: pass one array, np.asarray(values) or "
+                "torch.tensor(values)."
+            )
         return tuple(_to_tensor(v) for v in value)
     raise TypeError(f"expected a tensor, NumPy array or pandas object, got {type(value).__name__}")
 
