@@ -21,6 +21,7 @@ The losses that take probabilities warn once when they receive values outside [0
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -416,3 +417,38 @@ def warn_if_logits(label: str, alternative: str, y_pred: torch.Tensor) -> None:
             UserWarning,
             stacklevel=2,
         )
+
+
+def warn_if_probabilities(label: str, y_pred: torch.Tensor) -> None:
+    """Warn when a loss that takes logits receives probabilities: classes (dimension 1) in
+    [0, 1] that sum to 1, the outputs of a final softmax, which it would softmax again.
+
+    One host sync: callers check a single batch (the first), not every step.
+    """
+    if not isinstance(y_pred, torch.Tensor) or y_pred.ndim < 2 or y_pred.shape[1] < 2:
+        return
+    values = y_pred.detach().float()
+    in_range = (values >= 0.0).all() & (values <= 1.0).all()
+    with expected_sync():
+        probabilities = bool(in_range & ((values.sum(dim=1) - 1.0).abs() <= 1e-3).all())
+    if probabilities:
+        warnings.warn(
+            f"loss '{label}' takes logits and applies a softmax itself, but the model's outputs "
+            "are probabilities (each sample's classes sum to 1: the model ends in a softmax), "
+            "which would be softmaxed twice and learn slowly. Remove the final softmax, or use "
+            'loss="sparse_categorical_crossentropy", which takes probabilities.',
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def output_check(loss: Any, label: str) -> Callable[[torch.Tensor], None] | None:
+    """The check of the first batch's outputs for a loss the model's last layer can
+    contradict: logits given to a loss that takes probabilities, or a softmax's
+    probabilities given to one that takes logits; None for other losses."""
+    alternative = logits_alternative(loss)
+    if alternative is not None:
+        return functools.partial(warn_if_logits, label, alternative)
+    if loss == "cross_entropy" or type(loss) is torch.nn.CrossEntropyLoss:
+        return functools.partial(warn_if_probabilities, label)
+    return None

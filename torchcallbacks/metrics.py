@@ -20,10 +20,9 @@ from torchcallbacks.losses import (
     class_column,
     class_labels_fix,
     label_out_of_range,
-    logits_alternative,
     loss_name,
+    output_check,
     resolve_loss,
-    warn_if_logits,
 )
 from torchcallbacks.weighting import WeightedMetrics, loss_weights_for, ratios, weighted_loss
 
@@ -187,7 +186,7 @@ class _Head:
         self.prefix = prefix
         self.loss_label = loss_name(loss)
         self.loss_fn = resolve_loss(loss)
-        self.logits_alternative = logits_alternative(loss)  # checked on the first batch
+        self.check_outputs = output_check(loss, self.loss_label)  # on the first batch only
         self.sum_metrics: list[MetricFn] = []
         self.sum_names: list[str] = []
         self.stateful: list[tuple[str, StatefulMetric]] = []
@@ -207,9 +206,9 @@ class _Head:
     def loss(
         self, y_pred: torch.Tensor, y_true: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if self.logits_alternative is not None:
-            warn_if_logits(self.loss_label, self.logits_alternative, y_pred)
-            self.logits_alternative = None
+        if self.check_outputs is not None:
+            self.check_outputs(y_pred)
+            self.check_outputs = None
         try:
             if weights is None:
                 value = self.loss_fn(y_pred, y_true)
