@@ -400,6 +400,15 @@ def test_a_monitor_missing_from_the_logs_warns_once_with_the_closest_name(tmp_pa
     assert not os.path.exists(tmp_path / "best.pt")
 
 
+def test_monitoring_accuracy_without_metrics_says_to_pass_them(tmp_path):
+    from torchcallbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(tmp_path / "best.pt", monitor="val_accuracy", save_best_only=True)
+    trainer = Trainer(net(), "adam", "cross_entropy", device="cpu")  # metrics= forgotten
+    with pytest.warns(UserWarning, match=r"computes no 'accuracy': pass metrics=\['accuracy'\]"):
+        trainer.fit(*data(), epochs=2, validation_split=0.25, verbose=0, callbacks=[checkpoint])
+
+
 def test_a_misspelt_monitor_is_refused_with_the_name_not_a_mode():
     from torchcallbacks import EarlyStopping
 
