@@ -269,6 +269,18 @@ def test_a_class_label_out_of_range_names_the_loss_the_label_and_the_class_count
         trainer.fit(x, y, batch_size=64, verbose=0)
 
 
+def test_class_targets_of_a_dtype_cross_entropy_refuses_name_the_cast_to_make():
+    x, y = data()
+    model = net()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'cross_entropy'.*Float.*must be integers.*y\.long\(\)"):
+        Trainer(model, "adam", "cross_entropy", device="cpu").fit(x, y.double().numpy(), verbose=0)
+    one_hot = torch.nn.functional.one_hot(y, 3)  # integers, as Keras's to_categorical is not
+    with pytest.raises(ValueError, match=r"One-hot targets must be floats, y\.float\(\)"):
+        Trainer(model, "adam", "cross_entropy", device="cpu").fit(x, one_hot, verbose=0)
+    assert equal(snapshot(model), before)
+
+
 class TwoHeads(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -386,6 +398,15 @@ def test_a_monitor_missing_from_the_logs_warns_once_with_the_closest_name(tmp_pa
     assert messages[0].startswith("Early stopping conditioned on metric `val_acc` which is not")
     assert messages[2].startswith("Can save best model only with val_acc available, skipping.")
     assert not os.path.exists(tmp_path / "best.pt")
+
+
+def test_monitoring_accuracy_without_metrics_says_to_pass_them(tmp_path):
+    from torchcallbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(tmp_path / "best.pt", monitor="val_accuracy", save_best_only=True)
+    trainer = Trainer(net(), "adam", "cross_entropy", device="cpu")  # metrics= forgotten
+    with pytest.warns(UserWarning, match=r"computes no 'accuracy': pass metrics=\['accuracy'\]"):
+        trainer.fit(*data(), epochs=2, validation_split=0.25, verbose=0, callbacks=[checkpoint])
 
 
 def test_a_misspelt_monitor_is_refused_with_the_name_not_a_mode():

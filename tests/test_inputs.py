@@ -78,6 +78,12 @@ def test_pandas_non_numeric_columns_are_named():
         Trainer(classifier(5), "adam", "cross_entropy").fit(features, labels, verbose=0)
 
 
+def test_a_python_list_of_labels_is_refused_naming_the_array_to_pass():
+    x = torch.randn(8, 4)
+    with pytest.raises(TypeError, match=r"list of 8 numbers.*np\.asarray\(values\)"):
+        Trainer(classifier(), "adam", "cross_entropy").fit(x, [0, 1, 2, 1] * 2, verbose=0)
+
+
 def test_float64_tensors_are_cast_to_the_parameters_dtype():
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(32, 4, generator=generator, dtype=torch.float64)
@@ -112,6 +118,32 @@ def test_integer_labels_of_any_dtype_work_with_the_crossentropy_losses(dtype, lo
     assert result["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
     assert result["accuracy"] == pytest.approx((logits.argmax(-1) == y).float().mean().item())
     assert np.isfinite(trainer.fit(x, y.to(dtype), epochs=1, verbose=0).history["loss"][0])
+
+
+def test_class_labels_as_a_column_are_compared_per_sample_as_keras_does():
+    # Keras's datasets (CIFAR-10) and df[["label"]] give labels of shape (N, 1).
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(24, 4, generator=generator)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    column = y[:, None].numpy().astype(np.int32)
+    with torch.no_grad():
+        logits = classifier()(x)
+    expected_accuracy = (logits.argmax(-1) == y).float().mean().item()
+    probabilities = torch.nn.Sequential(classifier(), torch.nn.Softmax(-1))
+    trainer = Trainer(probabilities, "sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    result = trainer.evaluate(x, column, verbose=0, return_dict=True)
+    assert result["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert result["accuracy"] == pytest.approx(expected_accuracy)
+
+    # accuracy never broadcasts (N,) predictions against (N, 1) labels, whatever the loss
+    def own_loss(y_pred, y_true):
+        return F.cross_entropy(y_pred, y_true.squeeze(-1).long())
+
+    trainer = Trainer(classifier(), "sgd", own_loss, metrics=["accuracy"], device="cpu")
+    result = trainer.evaluate(x, column, verbose=0, return_dict=True)
+    assert result["accuracy"] == pytest.approx(expected_accuracy)
+    with pytest.raises(ValueError, match=r"'cross_entropy'.*\(24, 1\).*y\.squeeze\(-1\)"):
+        Trainer(classifier(), "sgd", "cross_entropy").evaluate(x, column, batch_size=24, verbose=0)
 
 
 def test_metric_objects_without_a_name_are_logged_in_keras_snake_case():

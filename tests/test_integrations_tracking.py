@@ -127,6 +127,24 @@ def test_a_fit_fills_an_mlflow_run_in_a_sqlite_store(store, tmp_path):
     torch.testing.assert_close(loaded(x), trainer.model(x))
 
 
+def test_checkpoint_files_of_the_same_name_are_all_logged(store, tmp_path):
+    trainer, x, y = small_fit()
+    by_loss = ModelCheckpoint(tmp_path / "loss" / "best.pt", save_best_only=True)
+    by_mae = ModelCheckpoint(tmp_path / "mae" / "best.pt", monitor="val_mae", save_best_only=True)
+    tracker = MLflowLogger(tracking_uri=store, experiment_name="names")
+    trainer.fit(
+        x, y, epochs=2, validation_split=0.2, verbose=0, callbacks=[by_loss, by_mae, tracker]
+    )
+    client = MlflowClient(store)
+    download = tmp_path / "download"
+    for artifact, original in [
+        ("checkpoints/best/best.pt", tmp_path / "loss" / "best.pt"),
+        ("checkpoints/best/2/best.pt", tmp_path / "mae" / "best.pt"),
+    ]:
+        copy = client.download_artifacts(tracker.run_id, artifact, str(download / artifact))
+        assert Path(copy).read_bytes() == original.read_bytes()
+
+
 def test_the_active_run_or_a_given_run_is_joined_and_keeps_its_first_params(store, monkeypatch):
     mlflow.set_tracking_uri(store)
     client = MlflowClient(store)

@@ -61,6 +61,23 @@ def test_probabilities_do_not_warn():
     assert _logit_warnings(caught) == []
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", torch.nn.CrossEntropyLoss()])
+def test_a_softmax_output_given_to_cross_entropy_warns_once_and_logits_do_not(loss):
+    # a Keras model ported with its final softmax, and the loss for logits
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Softmax(dim=-1))
+    trainer = Trainer(module, "sgd", loss=loss)
+    x, y = torch.randn(12, 3), CLASSES.repeat(4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(x, y, batch_size=3, epochs=2, validation_data=(x, y), verbose=0)
+        Trainer(torch.nn.Linear(3, 3), "sgd", loss=loss).fit(x, y, verbose=0)  # logits
+    messages = [str(w.message) for w in caught if "softmaxed twice" in str(w.message)]
+    assert len(messages) == 1
+    assert "Remove the final softmax" in messages[0]
+    assert 'loss="sparse_categorical_crossentropy"' in messages[0]
+
+
 def test_a_loss_object_without_from_logits_warns_and_with_it_does_not():
     with pytest.warns(UserWarning, match="from_logits=True"):
         Trainer(torch.nn.Identity(), loss=losses.BinaryCrossentropy()).evaluate(

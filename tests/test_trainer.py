@@ -37,6 +37,18 @@ def test_validation_split_takes_the_last_fraction_before_shuffling(regression_da
     assert history.params["steps"] == 1  # 15 training samples, batch 32
 
 
+def test_validation_data_as_a_list_of_arrays_is_the_pair_as_in_keras(regression_data):
+    x, y = regression_data
+    trainer = Trainer(linear_model(), "sgd", "mse")
+    history = trainer.fit(x, y, epochs=1, verbose=0, validation_data=[x[15:], y[15:].numpy()])
+    tail = trainer.evaluate(x[15:], y[15:], verbose=0)
+    assert history.history["val_loss"][0] == pytest.approx(tail, rel=1e-6)
+    # a list of batches is still an iterable of batches
+    batches = [(x[:10], y[:10]), (x[10:], y[10:])]
+    history = trainer.fit(x, y, epochs=1, verbose=0, validation_data=batches)
+    assert history.history["val_loss"][0] == pytest.approx(trainer.evaluate(x, y, verbose=0))
+
+
 def test_steps_per_epoch_and_validation_steps(regression_data):
     x, y = regression_data
     counted = []

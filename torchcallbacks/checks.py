@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from torchcallbacks.data.inputs import is_array_like
+from torchcallbacks.metrics import METRICS
 from torchcallbacks.utils import expected_sync
 
 
@@ -327,7 +328,11 @@ def missing_monitor_hint(monitor: str, logs: Mapping[str, Any]) -> str:
                 f"or validation_split= to fit (see validation_freq), or monitor "
                 f"{monitor.removeprefix('val_')!r}."
             )
-    return did_you_mean(closest_names(monitor, logs))
+    hint = did_you_mean(closest_names(monitor, logs))
+    stem = monitor.removeprefix("val_")
+    if not hint and stem in METRICS and stem not in logs:  # metrics= left out
+        return f" The Trainer computes no {stem!r}: pass metrics=[{stem!r}] to the Trainer."
+    return hint
 
 
 def unknown_monitor(trainer: Any, monitor: str) -> tuple[str, list[str]]:

@@ -21,6 +21,7 @@ The losses that take probabilities warn once when they receive values outside [0
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -103,6 +104,8 @@ def categorical_crossentropy(
 def sparse_categorical_crossentropy(
     y_pred: torch.Tensor, y_true: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
+    if class_column(y_pred, y_true):  # Keras squeezes (N, 1) labels
+        y_true = y_true.squeeze(-1)
     _class_targets("sparse_categorical_crossentropy", y_pred, y_true)
     probs = y_pred.float().clamp(_EPSILON, 1.0 - _EPSILON)
     return F.nll_loss(probs.log(), y_true.long(), reduction=reduction)
@@ -145,6 +148,36 @@ def label_out_of_range(name: str, y_pred: Any, y_true: Any) -> str | None:
         f"loss '{name}': the targets hold the class label {label}, but the model outputs "
         f"{classes} classes, so labels must be integers from 0 to {classes - 1}. {fix}"
     )
+
+
+def class_column(y_pred: torch.Tensor, y_true: torch.Tensor) -> bool:
+    """Whether ``y_true`` holds class labels as a column, ``(N, 1)`` for an ``(N, C)`` output
+    (Keras's datasets, ``df[["label"]]``), which Keras's sparse losses and accuracy squeeze."""
+    return y_true.ndim == y_pred.ndim > 1 and y_true.shape[-1] == 1 and y_pred.shape[-1] > 1
+
+
+def class_labels_fix(y_pred: Any, y_true: Any) -> str | None:
+    """For class labels torch's cross-entropy refuses, given as floats (torch's ``expected
+    ... Long ... but got Float``; a CSV column, a float NumPy array) or as a column
+    ``(N, 1)``, or one-hot rows of integers: the fix; None for other targets."""
+    if not isinstance(y_true, torch.Tensor) or not isinstance(y_pred, torch.Tensor):
+        return None
+    if y_true.shape == y_pred.shape and not y_true.is_floating_point():
+        return (
+            "One-hot targets must be floats, y.float(), or give class indices instead: "
+            "y.argmax(-1)."
+        )
+    fixes = []
+    if class_column(y_pred, y_true):
+        fixes.append("flatten the column: y.squeeze(-1) (NumPy: y.ravel())")
+        y_true = y_true.squeeze(-1)
+    if y_true.ndim != y_pred.ndim - 1:
+        return None
+    if y_true.is_floating_point():
+        fixes.append("cast them: y.long() (NumPy: y.astype('int64'))")
+    if not fixes:
+        return None
+    return "Class labels must be integers, one per sample: " + "; ".join(fixes) + "."
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -384,3 +417,38 @@ def warn_if_logits(label: str, alternative: str, y_pred: torch.Tensor) -> None:
             UserWarning,
             stacklevel=2,
         )
+
+
+def warn_if_probabilities(label: str, y_pred: torch.Tensor) -> None:
+    """Warn when a loss that takes logits receives probabilities: classes (dimension 1) in
+    [0, 1] that sum to 1, the outputs of a final softmax, which it would softmax again.
+
+    One host sync: callers check a single batch (the first), not every step.
+    """
+    if not isinstance(y_pred, torch.Tensor) or y_pred.ndim < 2 or y_pred.shape[1] < 2:
+        return
+    values = y_pred.detach().float()
+    in_range = (values >= 0.0).all() & (values <= 1.0).all()
+    with expected_sync():
+        probabilities = bool(in_range & ((values.sum(dim=1) - 1.0).abs() <= 1e-3).all())
+    if probabilities:
+        warnings.warn(
+            f"loss '{label}' takes logits and applies a softmax itself, but the model's outputs "
+            "are probabilities (each sample's classes sum to 1: the model ends in a softmax), "
+            "which would be softmaxed twice and learn slowly. Remove the final softmax, or use "
+            'loss="sparse_categorical_crossentropy", which takes probabilities.',
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def output_check(loss: Any, label: str) -> Callable[[torch.Tensor], None] | None:
+    """The check of the first batch's outputs for a loss the model's last layer can
+    contradict: logits given to a loss that takes probabilities, or a softmax's
+    probabilities given to one that takes logits; None for other losses."""
+    alternative = logits_alternative(loss)
+    if alternative is not None:
+        return functools.partial(warn_if_logits, label, alternative)
+    if loss == "cross_entropy" or type(loss) is torch.nn.CrossEntropyLoss:
+        return functools.partial(warn_if_probabilities, label)
+    return None

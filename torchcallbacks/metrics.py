@@ -17,11 +17,12 @@ import torch
 from torchcallbacks.data.batches import PAD_VALUE
 from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.losses import (
+    class_column,
+    class_labels_fix,
     label_out_of_range,
-    logits_alternative,
     loss_name,
+    output_check,
     resolve_loss,
-    warn_if_logits,
 )
 from torchcallbacks.weighting import WeightedMetrics, loss_weights_for, ratios, weighted_loss
 
@@ -30,6 +31,8 @@ MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def accuracy_values(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     """Per-sample hits of Keras's accuracy: threshold 0.5 for one column, argmax for several."""
+    if class_column(y_pred, y_true):  # (N, 1) labels, as Keras squeezes them: never broadcast
+        y_true = y_true.squeeze(-1)
     if y_pred.ndim == 1 or y_pred.shape[-1] == 1:
         predicted = (y_pred.reshape(y_true.shape) > 0.5).to(y_true.dtype)
         return predicted == y_true
@@ -50,6 +53,8 @@ def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     """Keras's accuracy: threshold 0.5 for one column, argmax for several. Class indices of
     -100 (padding, special tokens: HuggingFace's labels) are left out, as cross-entropy
     leaves them out."""
+    if class_column(y_pred, y_true):
+        y_true = y_true.squeeze(-1)
     hits = accuracy_values(y_pred, y_true)
     if y_true.is_floating_point() or y_true.shape != hits.shape:
         return hits.mean(dtype=torch.float32)
@@ -181,7 +186,7 @@ class _Head:
         self.prefix = prefix
         self.loss_label = loss_name(loss)
         self.loss_fn = resolve_loss(loss)
-        self.logits_alternative = logits_alternative(loss)  # checked on the first batch
+        self.check_outputs = output_check(loss, self.loss_label)  # on the first batch only
         self.sum_metrics: list[MetricFn] = []
         self.sum_names: list[str] = []
         self.stateful: list[tuple[str, StatefulMetric]] = []
@@ -201,9 +206,9 @@ class _Head:
     def loss(
         self, y_pred: torch.Tensor, y_true: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if self.logits_alternative is not None:
-            warn_if_logits(self.loss_label, self.logits_alternative, y_pred)
-            self.logits_alternative = None
+        if self.check_outputs is not None:
+            self.check_outputs(y_pred)
+            self.check_outputs = None
         try:
             if weights is None:
                 value = self.loss_fn(y_pred, y_true)
@@ -215,10 +220,11 @@ class _Head:
                 raise
             raise ValueError(message) from error
         except RuntimeError as error:
+            fix = class_labels_fix(y_pred, y_true)
             raise ValueError(
                 f"loss '{self.loss_label}' failed on model output of shape "
                 f"{tuple(getattr(y_pred, 'shape', ()))} and target of shape "
-                f"{tuple(getattr(y_true, 'shape', ()))}: {error}"
+                f"{tuple(getattr(y_true, 'shape', ()))}: {error}" + (f". {fix}" if fix else "")
             ) from error
         if value.ndim != 0:
             raise ValueError(

@@ -76,6 +76,12 @@ def _to_tensor(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _to_tensor(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
+        if value and all(isinstance(v, int | float | np.number) for v in value):
+            raise TypeError(
+                f"got a {type(value).__name__} of {len(value)} numbers, where a list or tuple "
+                "holds one array per input or output: pass one array, np.asarray(values) or "
+                "torch.tensor(values)."
+            )
         return tuple(_to_tensor(v) for v in value)
     raise TypeError(f"expected a tensor, NumPy array or pandas object, got {type(value).__name__}")
 
@@ -434,9 +440,13 @@ def validation_batches(
     world_size: int = 1,
 ) -> TensorBatches | LoaderBatches | None:
     """The batches of `fit`'s ``validation_data``: ``(x_val, y_val)``, ``(x_val, y_val,
-    sample_weight)``, or anything `make_batches` takes; None without validation data."""
+    sample_weight)`` (or a list of those arrays, as Keras takes), or anything `make_batches`
+    takes; None without validation data."""
     if validation_data is None:
         return None
+    if isinstance(validation_data, list) and len(validation_data) in (2, 3):
+        if all(_is_array(part) for part in validation_data):  # Keras's [x_val, y_val]
+            validation_data = tuple(validation_data)
     if isinstance(validation_data, tuple) and len(validation_data) in (2, 3):
         x_val, y_val, weights = (*validation_data, None)[:3]
         return make_batches(

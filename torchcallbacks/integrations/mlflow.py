@@ -64,7 +64,9 @@ class MLflowLogger(Callback):
     - checkpoints (``log_checkpoints=True``), when the fit ends: the best file of each
       ModelCheckpoint of the fit that monitors (``save_best_only`` or ``save_top_k``) under
       ``checkpoints/best/``, and the last file of each one that does not under
-      ``checkpoints/last/``.
+      ``checkpoints/last/``; a file named as one logged before it (``a/best.pt`` and
+      ``b/best.pt``) goes under ``checkpoints/best/<n>/``, ``n`` its ModelCheckpoint's
+      number among them (from 1).
     - the model (``log_model=True``, or a dict of arguments for
       ``mlflow.pytorch.log_model``), when the fit ends, as ``mlflow.pytorch.log_model(
       module, name="model", serialization_format="pickle", step=<last epoch>, ...)``. Give an
@@ -357,14 +359,19 @@ class MLflowLogger(Callback):
         if not checkpoints:
             return
         distributed_checkpoint.finish_saves()  # a sharded save still written in the background
-        for checkpoint in checkpoints:
+        logged: set[str] = set()
+        for number, checkpoint in enumerate(checkpoints, 1):
             path = checkpoint.best_model_path
             if path is None or not os.path.exists(path):
                 continue
             monitors = checkpoint.save_best_only or checkpoint.save_top_k is not None
             folder = "checkpoints/best" if monitors else "checkpoints/last"
+            name = os.path.basename(os.path.normpath(path))
+            if f"{folder}/{name}" in logged:  # another ModelCheckpoint's file of that name
+                folder = f"{folder}/{number}"
+            logged.add(f"{folder}/{name}")
             if os.path.isdir(path):  # a sharded checkpoint: a directory of shards
-                self._client.log_artifacts(run_id, path, f"{folder}/{os.path.basename(path)}")
+                self._client.log_artifacts(run_id, path, f"{folder}/{name}")
             else:
                 self._client.log_artifact(run_id, path, folder)
 
