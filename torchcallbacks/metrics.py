@@ -53,10 +53,9 @@ def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     """Keras's accuracy: threshold 0.5 for one column, argmax for several. Class indices of
     -100 (padding, special tokens: HuggingFace's labels) are left out, as cross-entropy
     leaves them out."""
-    if class_column(y_pred, y_true):
-        y_true = y_true.squeeze(-1)
     hits = accuracy_values(y_pred, y_true)
-    if y_true.is_floating_point() or y_true.shape != hits.shape:
+    # one label per hit (labels as a column (N, 1) too); one-hot targets have more
+    if y_true.is_floating_point() or y_true.numel() != hits.numel():
         return hits.mean(dtype=torch.float32)
     # A -100 never equals a predicted class, so its position is already a miss: only the
     # count of kept labels changes.
