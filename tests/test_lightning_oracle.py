@@ -343,6 +343,44 @@ def test_estimated_stepping_batches_and_current_callback_metrics_as_lightning():
         assert our_epoch == pytest.approx(their_epoch)
 
 
+class ReadsValidationMetrics(LightningCallback):
+    """Reads ``callback_metrics`` where a checkpoint-like callback of a user's does."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        metrics = trainer.callback_metrics
+        self.seen.append({k: float(metrics[k]) for k in ("val_loss", "val_peak")})
+
+
+class LogsInValidationEpochEnd(ReadsTheRun):
+    def on_validation_epoch_end(self):
+        metrics = self.trainer.callback_metrics
+        self.seen.append({"val_loss": float(metrics["val_loss"])})
+        self.log("val_peak", metrics["val_loss"] * 10)
+
+
+def test_callback_metrics_hold_this_validation_in_its_epoch_end_and_end_hooks_as_lightning():
+    data = TensorDataset(torch.randn(12, 4, generator=torch.Generator().manual_seed(1)))
+    seen = []
+    for runner in ("lightning", "ours"):
+        torch.manual_seed(0)
+        module, reader = LogsInValidationEpochEnd(), ReadsValidationMetrics()
+        train, val = DataLoader(data, batch_size=4), DataLoader(data, batch_size=5)
+        if runner == "lightning":
+            lightning_trainer(max_epochs=2, callbacks=[reader]).fit(module, train, val)
+        else:
+            Trainer(module, device="cpu").fit(
+                train, validation_data=val, epochs=2, verbose=0, callbacks=[reader]
+            )
+        seen.append((module.seen[::2], reader.seen))  # (on_train_epoch_end reads too)
+    (their_epoch_ends, their_ends), (our_epoch_ends, our_ends) = seen
+    assert len(our_epoch_ends) == len(our_ends) == 2
+    for theirs, ours in zip(their_epoch_ends + their_ends, our_epoch_ends + our_ends):
+        assert ours == pytest.approx(theirs)  # this epoch's, also in epoch 0
+
+
 class GAN(L.LightningModule):
     """Manual optimization: two optimizers, toggled, clipped, schedulers stepped by hand."""
 
