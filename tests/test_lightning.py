@@ -233,6 +233,23 @@ def test_bad_lightning_modules_get_clear_errors(change, message):
         Trainer(broken(), device="cpu").fit(x, y, epochs=1, verbose=0)
 
 
+def test_lightnings_module_first_calls_name_the_call_without_the_module():
+    x, y = _data(8)
+    module = Classifier()
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    trainer = Trainer(module, device="cpu")
+    before = [p.clone() for p in module.parameters()]
+    calls = {
+        "fit": lambda: trainer.fit(module, loader, loader, epochs=1, verbose=0),
+        "evaluate": lambda: trainer.evaluate(module, loader, verbose=0),
+        "predict": lambda: trainer.predict(module, loader, verbose=0),
+    }
+    for method, call in calls.items():
+        with pytest.raises(TypeError, match=rf"leave it out, trainer\.{method}\(\w*loader"):
+            call()
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
 def test_missing_validation_step_and_metrics_argument_are_explained():
     class NoValidation(Classifier):
         validation_step = None
