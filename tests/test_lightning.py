@@ -315,3 +315,19 @@ def test_any_object_with_loaders_is_a_data_module():
         ValueError, match=r"ToyDataModule is used as a data module.*predict_dataloader"
     ):
         trainer.predict(data, verbose=0)
+
+
+def test_several_validation_loaders_are_refused_before_training():
+    class TwoValidationLoaders(ToyDataModule):
+        def val_dataloader(self):
+            return [super().val_dataloader(), super().val_dataloader()]
+
+    module = Classifier()
+    before = [p.clone() for p in module.parameters()]
+    trainer = Trainer(module, device="cpu")
+    with pytest.raises(ValueError, match="list of 2 DataLoaders where one is taken"):
+        trainer.fit(TwoValidationLoaders(), epochs=1, verbose=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    loader = DataLoader(TensorDataset(*_data(16)), batch_size=8)
+    with pytest.raises(ValueError, match="evaluate each loader in its own call"):
+        trainer.validate(dataloaders=[loader, loader], verbose=False)
