@@ -381,6 +381,40 @@ def test_callback_metrics_hold_this_validation_in_its_epoch_end_and_end_hooks_as
         assert ours == pytest.approx(theirs)  # this epoch's, also in epoch 0
 
 
+class ReadsStepMetrics(LightningCallback):
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen.append(float(trainer.callback_metrics["step_loss"]))
+
+
+class LogsEachStep(ReadsTheRun):
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("step_loss", loss)
+        return loss
+
+
+def test_callback_metrics_hold_this_steps_values_in_on_train_batch_end_as_lightning():
+    data = TensorDataset(torch.randn(12, 4, generator=torch.Generator().manual_seed(1)))
+    seen = []
+    for runner in ("lightning", "ours"):
+        torch.manual_seed(0)
+        module, reader = LogsEachStep(), ReadsStepMetrics()
+        train, val = DataLoader(data, batch_size=4), DataLoader(data, batch_size=6)
+        if runner == "lightning":
+            lightning_trainer(max_epochs=2, callbacks=[reader]).fit(module, train, val)
+        else:
+            Trainer(module, device="cpu").fit(
+                train, validation_data=val, epochs=2, verbose=0, callbacks=[reader]
+            )
+        seen.append(reader.seen)
+    theirs, ours = seen
+    assert len(ours) == 6
+    assert ours == pytest.approx(theirs)  # this step's, also in epoch 0
+
+
 class GAN(L.LightningModule):
     """Manual optimization: two optimizers, toggled, clipped, schedulers stepped by hand."""
 

@@ -99,7 +99,12 @@ class AutomaticSteps:
                 return None
             outputs, loss = self.run_batch(batch, batch_index)
             end = self.calls.on_train_batch_end
-            if end is not None:
+            if end is not None:  # callback_metrics hold this step's values, as in Lightning
+                self.view.callback_metrics.update(
+                    (name, torch.as_tensor(value))
+                    for name, value, on_step, *_ in log.entries
+                    if on_step and isinstance(value, torch.Tensor | float)
+                )
                 end(outputs, batch, batch_index)
         finally:
             ACTIVE_LOG.reset(token)
