@@ -532,6 +532,8 @@ def test_trainer_aliases_and_the_data_module():
     assert tested == trainer.test(datamodule=data, verbose=False)[0]
     with pytest.raises(ValueError, match="either the data"):
         trainer.fit(_data(6, 1), datamodule=data)
+    with pytest.raises(ValueError, match=r"'best' is Lightning's name.*best_model_path"):
+        trainer.test(datamodule=data, ckpt_path="best")
 
 
 def test_test_without_test_step_is_refused_as_lightning_refuses_it():

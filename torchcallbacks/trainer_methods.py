@@ -125,6 +125,12 @@ class TrainerMethods:
                 "trainer.test runs (as Lightning's does); define it, or call "
                 "trainer.validate(...) to run validation_step."
             )
+        if ckpt_path in ("best", "last", "hpc", "registry"):
+            raise ValueError(
+                f"ckpt_path={ckpt_path!r} is Lightning's name for a file its own callbacks "
+                "track; pass the file: ckpt_path=checkpoint.best_model_path, with checkpoint "
+                "the torchcallbacks ModelCheckpoint of the fit."
+            )
         if ckpt_path is not None:
             self.load_weights(ckpt_path)
         verbosity = "auto" if verbose else 0
