@@ -247,6 +247,29 @@ def test_step_schedulers_count_frequency_within_each_epoch_as_lightning():
     assert theirs.optimizers().param_groups[0]["lr"] == pytest.approx(0.1 / 2**3)
 
 
+class StepPlateau(Steps):
+    """A ReduceLROnPlateau stepped each batch on a value logged in that batch."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("step_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+        config = {"scheduler": scheduler, "interval": "step", "monitor": "step_loss"}
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def test_a_step_interval_plateau_scheduler_reads_this_steps_value_as_lightning():
+    theirs, ours, history = _fit_both(StepPlateau, epochs=2, samples=10)
+    _assert_same_weights(theirs, ours)
+    lr = theirs.optimizers().param_groups[0]["lr"]
+    assert lr < 0.1  # it reduced, from epoch 0 on
+    assert ours.optimizers().param_groups[0]["lr"] == lr
+
+
 class WarmUp(Steps):
     """The issue's example: the learning rate warmed up in an overridden optimizer_step,
     and the gradient norm logged in on_before_optimizer_step."""
