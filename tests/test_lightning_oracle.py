@@ -559,6 +559,37 @@ def test_trainer_aliases_and_the_data_module():
         trainer.test(datamodule=data, ckpt_path="best")
 
 
+class PredictsOnly(L.LightningModule):
+    """A module for inference alone (Lightning's Monte Carlo dropout recipe): no
+    training_step, no configure_optimizers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.layer(x)
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch).softmax(-1)
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_score", self(batch).max())
+
+
+def test_a_module_with_only_predict_and_test_steps_runs_them_as_lightning():
+    torch.manual_seed(0)
+    module = PredictsOnly()
+    theirs = lightning_trainer().predict(module, _data(6, 1))
+    their_test = lightning_trainer().test(module, _data(6, 1), verbose=False)
+    trainer = Trainer(module, device="cpu")
+    assert torch.equal(trainer.predict(_data(6, 1), verbose=0), torch.cat(theirs))
+    (ours,) = trainer.test(dataloaders=_data(6, 1), verbose=False)
+    assert ours == pytest.approx(their_test[0])
+    with pytest.raises(ValueError, match="PredictsOnly defines no training_step"):
+        trainer.fit(_data(6, 1), verbose=0)
+
+
 def test_test_without_test_step_is_refused_as_lightning_refuses_it():
     class NoTestStep(Boring):
         test_step = L.LightningModule.test_step  # not overridden: validation_step only

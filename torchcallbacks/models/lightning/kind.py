@@ -148,7 +148,18 @@ class LightningKind(Stages, AutomaticSteps, PlainKind):
     def all_optimizers(self) -> list[torch.optim.Optimizer]:
         return list(self.optimizers)
 
+    def require_training_step(self) -> None:
+        """A module with evaluation or prediction steps alone cannot be fitted."""
+        if user_method(self.module, "training_step") is None:
+            raise ValueError(
+                f"{type(self.module).__name__} defines no training_step(batch, batch_idx), "
+                "which fit runs (as Lightning's does): define it and return the loss, or use "
+                "this module with evaluate, validate, test and predict only."
+            )
+
     def missing_optimizer(self, action: str) -> None:
+        if action == "fit":
+            self.require_training_step()
         if action == "fit" and self.configures_optimizer:
             return  # configure_optimizers runs when fit starts
         if self.configures_optimizer:

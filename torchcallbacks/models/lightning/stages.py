@@ -63,6 +63,7 @@ class Stages:
         self.lightning_callbacks = lightning
         self.calls = HookCalls(self.module, self.view, lightning, datamodule)
         if training:
+            self.require_training_step()
             warn_uncalled(self.module, lightning, datamodule)
         ours = [c for c in given if not is_lightning_callback(c)]
         return [ModuleHooks(self, training), *ours]
