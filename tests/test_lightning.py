@@ -250,6 +250,14 @@ def test_lightnings_module_first_calls_name_the_call_without_the_module():
     assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
 
 
+def test_an_optimizer_given_to_the_trainer_warns_that_configure_optimizers_is_not_used():
+    module = Classifier()
+    adam = torch.optim.Adam(module.parameters(), lr=0.01)
+    with pytest.warns(UserWarning, match="Classifier.configure_optimizers is not called"):
+        trainer = Trainer(module, optimizer=adam, device="cpu")
+    assert trainer.optimizer is adam
+
+
 def test_missing_validation_step_and_metrics_argument_are_explained():
     class NoValidation(Classifier):
         validation_step = None

@@ -98,6 +98,13 @@ class LightningKind(Stages, AutomaticSteps, PlainKind):
         self.scheduler_configs: list[SchedulerConfig] = []
         self.configures_optimizer = False  # True: configure_optimizers runs when fit starts
         if trainer.optimizer is not None:
+            if user_method(module, "configure_optimizers") is not None:
+                warnings.warn(
+                    f"{owner}.configure_optimizers is not called: the optimizer given to "
+                    "Trainer takes its place, and the schedulers it returns are not used. "
+                    "Leave optimizer= out to train with what configure_optimizers returns.",
+                    stacklevel=3,
+                )
             self.use_optimizers([trainer.optimizer], [])
         elif user_method(module, "configure_optimizers") is not None:
             self.configures_optimizer = True
