@@ -603,6 +603,20 @@ def test_test_without_test_step_is_refused_as_lightning_refuses_it():
     assert set(trainer.evaluate(_data(4, 3), verbose=0, return_dict=True)) == {"val_loss"}
 
 
+def test_test_without_test_dataloader_is_refused_as_lightning_refuses_it():
+    class ValidationDataOnly(L.LightningDataModule):
+        def val_dataloader(self):
+            return _data(4, 2)
+
+    with pytest.raises(Exception, match="`test_dataloader` must be implemented"):
+        lightning_trainer().test(Boring(), datamodule=ValidationDataOnly())
+    trainer = Trainer(Boring(), device="cpu")
+    with pytest.raises(ValueError, match=r"defines no test_dataloader.*trainer\.validate"):
+        trainer.test(datamodule=ValidationDataOnly(), verbose=False)
+    # evaluate, Keras's name, still falls back to val_dataloader()
+    assert set(trainer.evaluate(ValidationDataOnly(), verbose=0, return_dict=True)) == {"test_loss"}
+
+
 def test_estimated_stepping_batches_with_accumulation():
     module = Boring()
     trainer = Trainer(module, device="cpu", accumulate_grad_batches=2)
