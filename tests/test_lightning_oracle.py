@@ -384,12 +384,14 @@ class LogsInValidationEpochEnd(ReadsTheRun):
         self.log("val_peak", metrics["val_loss"] * 10)
 
 
-def test_callback_metrics_hold_this_validation_in_its_epoch_end_and_end_hooks_as_lightning():
+def _fit_both_read(module_class: type, reader_class: type) -> list[tuple]:
+    """Fit fresh ``module_class`` modules with both trainers, each with a fresh Lightning
+    callback ``reader_class``: [(module, reader) with Lightning's, with ours]."""
     data = TensorDataset(torch.randn(12, 4, generator=torch.Generator().manual_seed(1)))
-    seen = []
+    runs = []
     for runner in ("lightning", "ours"):
         torch.manual_seed(0)
-        module, reader = LogsInValidationEpochEnd(), ReadsValidationMetrics()
+        module, reader = module_class(), reader_class()
         train, val = DataLoader(data, batch_size=4), DataLoader(data, batch_size=5)
         if runner == "lightning":
             lightning_trainer(max_epochs=2, callbacks=[reader]).fit(module, train, val)
@@ -397,8 +399,16 @@ def test_callback_metrics_hold_this_validation_in_its_epoch_end_and_end_hooks_as
             Trainer(module, device="cpu").fit(
                 train, validation_data=val, epochs=2, verbose=0, callbacks=[reader]
             )
-        seen.append((module.seen[::2], reader.seen))  # (on_train_epoch_end reads too)
-    (their_epoch_ends, their_ends), (our_epoch_ends, our_ends) = seen
+        runs.append((module, reader))
+    return runs
+
+
+def test_callback_metrics_hold_this_validation_in_its_epoch_end_and_end_hooks_as_lightning():
+    runs = _fit_both_read(LogsInValidationEpochEnd, ReadsValidationMetrics)
+    # (on_train_epoch_end reads too)
+    (their_epoch_ends, their_ends), (our_epoch_ends, our_ends) = [
+        (module.seen[::2], reader.seen) for module, reader in runs
+    ]
     assert len(our_epoch_ends) == len(our_ends) == 2
     for theirs, ours in zip(their_epoch_ends + their_ends, our_epoch_ends + our_ends):
         assert ours == pytest.approx(theirs)  # this epoch's, also in epoch 0
@@ -420,20 +430,7 @@ class LogsEachStep(ReadsTheRun):
 
 
 def test_callback_metrics_hold_this_steps_values_in_on_train_batch_end_as_lightning():
-    data = TensorDataset(torch.randn(12, 4, generator=torch.Generator().manual_seed(1)))
-    seen = []
-    for runner in ("lightning", "ours"):
-        torch.manual_seed(0)
-        module, reader = LogsEachStep(), ReadsStepMetrics()
-        train, val = DataLoader(data, batch_size=4), DataLoader(data, batch_size=6)
-        if runner == "lightning":
-            lightning_trainer(max_epochs=2, callbacks=[reader]).fit(module, train, val)
-        else:
-            Trainer(module, device="cpu").fit(
-                train, validation_data=val, epochs=2, verbose=0, callbacks=[reader]
-            )
-        seen.append(reader.seen)
-    theirs, ours = seen
+    theirs, ours = [reader.seen for _, reader in _fit_both_read(LogsEachStep, ReadsStepMetrics)]
     assert len(ours) == 6
     assert ours == pytest.approx(theirs)  # this step's, also in epoch 0
 
