@@ -192,6 +192,21 @@ def test_evaluate_uses_test_step_and_predict_uses_predict_step():
         assert torch.allclose(plain.predict(x, verbose=0), plain.model(x))
 
 
+def test_predicted_string_fields_come_back_one_per_example_in_order():
+    class Predicts(Classifier):
+        def predict_step(self, batch, batch_idx):
+            return {"id": batch["id"], "label": self(batch["x"]).argmax(-1)}
+
+    x, _ = _data(10)
+    rows = [{"x": x[i], "id": f"sample-{i}"} for i in range(10)]
+    for batch_size in (4, 5):  # a short last batch, and equal batches
+        outputs = Trainer(Predicts(), device="cpu").predict(
+            DataLoader(rows, batch_size=batch_size), verbose=0
+        )
+        assert outputs["id"] == [f"sample-{i}" for i in range(10)]
+        assert outputs["label"].shape == (10,)
+
+
 def test_batches_reach_training_step_as_the_data_yields_them():
     class DictBatches(Classifier):
         def training_step(self, batch, batch_idx):
