@@ -192,6 +192,21 @@ def test_evaluate_uses_test_step_and_predict_uses_predict_step():
         assert torch.allclose(plain.predict(x, verbose=0), plain.model(x))
 
 
+def test_predicted_string_fields_come_back_one_per_example_in_order():
+    class Predicts(Classifier):
+        def predict_step(self, batch, batch_idx):
+            return {"id": batch["id"], "label": self(batch["x"]).argmax(-1)}
+
+    x, _ = _data(10)
+    rows = [{"x": x[i], "id": f"sample-{i}"} for i in range(10)]
+    for batch_size in (4, 5):  # a short last batch, and equal batches
+        outputs = Trainer(Predicts(), device="cpu").predict(
+            DataLoader(rows, batch_size=batch_size), verbose=0
+        )
+        assert outputs["id"] == [f"sample-{i}" for i in range(10)]
+        assert outputs["label"].shape == (10,)
+
+
 def test_batches_reach_training_step_as_the_data_yields_them():
     class DictBatches(Classifier):
         def training_step(self, batch, batch_idx):
@@ -231,6 +246,31 @@ def test_bad_lightning_modules_get_clear_errors(change, message):
     x, y = _data(8)
     with pytest.raises(ValueError, match=message):
         Trainer(broken(), device="cpu").fit(x, y, epochs=1, verbose=0)
+
+
+def test_lightnings_module_first_calls_name_the_call_without_the_module():
+    x, y = _data(8)
+    module = Classifier()
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    trainer = Trainer(module, device="cpu")
+    before = [p.clone() for p in module.parameters()]
+    calls = {
+        "fit": lambda: trainer.fit(module, loader, loader, epochs=1, verbose=0),
+        "evaluate": lambda: trainer.evaluate(module, loader, verbose=0),
+        "predict": lambda: trainer.predict(module, loader, verbose=0),
+    }
+    for method, call in calls.items():
+        with pytest.raises(TypeError, match=rf"leave it out, trainer\.{method}\(\w*loader"):
+            call()
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
+
+
+def test_an_optimizer_given_to_the_trainer_warns_that_configure_optimizers_is_not_used():
+    module = Classifier()
+    adam = torch.optim.Adam(module.parameters(), lr=0.01)
+    with pytest.warns(UserWarning, match="Classifier.configure_optimizers is not called"):
+        trainer = Trainer(module, optimizer=adam, device="cpu")
+    assert trainer.optimizer is adam
 
 
 def test_missing_validation_step_and_metrics_argument_are_explained():
@@ -298,3 +338,19 @@ def test_any_object_with_loaders_is_a_data_module():
         ValueError, match=r"ToyDataModule is used as a data module.*predict_dataloader"
     ):
         trainer.predict(data, verbose=0)
+
+
+def test_several_validation_loaders_are_refused_before_training():
+    class TwoValidationLoaders(ToyDataModule):
+        def val_dataloader(self):
+            return [super().val_dataloader(), super().val_dataloader()]
+
+    module = Classifier()
+    before = [p.clone() for p in module.parameters()]
+    trainer = Trainer(module, device="cpu")
+    with pytest.raises(ValueError, match="list of 2 DataLoaders where one is taken"):
+        trainer.fit(TwoValidationLoaders(), epochs=1, verbose=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    loader = DataLoader(TensorDataset(*_data(16)), batch_size=8)
+    with pytest.raises(ValueError, match="evaluate each loader in its own call"):
+        trainer.validate(dataloaders=[loader, loader], verbose=False)

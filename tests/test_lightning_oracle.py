@@ -247,6 +247,29 @@ def test_step_schedulers_count_frequency_within_each_epoch_as_lightning():
     assert theirs.optimizers().param_groups[0]["lr"] == pytest.approx(0.1 / 2**3)
 
 
+class StepPlateau(Steps):
+    """A ReduceLROnPlateau stepped each batch on a value logged in that batch."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("step_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+        config = {"scheduler": scheduler, "interval": "step", "monitor": "step_loss"}
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def test_a_step_interval_plateau_scheduler_reads_this_steps_value_as_lightning():
+    theirs, ours, history = _fit_both(StepPlateau, epochs=2, samples=10)
+    _assert_same_weights(theirs, ours)
+    lr = theirs.optimizers().param_groups[0]["lr"]
+    assert lr < 0.1  # it reduced, from epoch 0 on
+    assert ours.optimizers().param_groups[0]["lr"] == lr
+
+
 class WarmUp(Steps):
     """The issue's example: the learning rate warmed up in an overridden optimizer_step,
     and the gradient norm logged in on_before_optimizer_step."""
@@ -341,6 +364,75 @@ def test_estimated_stepping_batches_and_current_callback_metrics_as_lightning():
     assert len(ours.seen) == 3
     for their_epoch, our_epoch in zip(theirs.seen, ours.seen):  # this epoch's, not the last
         assert our_epoch == pytest.approx(their_epoch)
+
+
+class ReadsValidationMetrics(LightningCallback):
+    """Reads ``callback_metrics`` where a checkpoint-like callback of a user's does."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        metrics = trainer.callback_metrics
+        self.seen.append({k: float(metrics[k]) for k in ("val_loss", "val_peak")})
+
+
+class LogsInValidationEpochEnd(ReadsTheRun):
+    def on_validation_epoch_end(self):
+        metrics = self.trainer.callback_metrics
+        self.seen.append({"val_loss": float(metrics["val_loss"])})
+        self.log("val_peak", metrics["val_loss"] * 10)
+
+
+def _fit_both_read(module_class: type, reader_class: type) -> list[tuple]:
+    """Fit fresh ``module_class`` modules with both trainers, each with a fresh Lightning
+    callback ``reader_class``: [(module, reader) with Lightning's, with ours]."""
+    data = TensorDataset(torch.randn(12, 4, generator=torch.Generator().manual_seed(1)))
+    runs = []
+    for runner in ("lightning", "ours"):
+        torch.manual_seed(0)
+        module, reader = module_class(), reader_class()
+        train, val = DataLoader(data, batch_size=4), DataLoader(data, batch_size=5)
+        if runner == "lightning":
+            lightning_trainer(max_epochs=2, callbacks=[reader]).fit(module, train, val)
+        else:
+            Trainer(module, device="cpu").fit(
+                train, validation_data=val, epochs=2, verbose=0, callbacks=[reader]
+            )
+        runs.append((module, reader))
+    return runs
+
+
+def test_callback_metrics_hold_this_validation_in_its_epoch_end_and_end_hooks_as_lightning():
+    runs = _fit_both_read(LogsInValidationEpochEnd, ReadsValidationMetrics)
+    # (on_train_epoch_end reads too)
+    (their_epoch_ends, their_ends), (our_epoch_ends, our_ends) = [
+        (module.seen[::2], reader.seen) for module, reader in runs
+    ]
+    assert len(our_epoch_ends) == len(our_ends) == 2
+    for theirs, ours in zip(their_epoch_ends + their_ends, our_epoch_ends + our_ends):
+        assert ours == pytest.approx(theirs)  # this epoch's, also in epoch 0
+
+
+class ReadsStepMetrics(LightningCallback):
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen.append(float(trainer.callback_metrics["step_loss"]))
+
+
+class LogsEachStep(ReadsTheRun):
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("step_loss", loss)
+        return loss
+
+
+def test_callback_metrics_hold_this_steps_values_in_on_train_batch_end_as_lightning():
+    theirs, ours = [reader.seen for _, reader in _fit_both_read(LogsEachStep, ReadsStepMetrics)]
+    assert len(ours) == 6
+    assert ours == pytest.approx(theirs)  # this step's, also in epoch 0
 
 
 class GAN(L.LightningModule):
@@ -460,6 +552,39 @@ def test_trainer_aliases_and_the_data_module():
     assert tested == trainer.test(datamodule=data, verbose=False)[0]
     with pytest.raises(ValueError, match="either the data"):
         trainer.fit(_data(6, 1), datamodule=data)
+    with pytest.raises(ValueError, match=r"'best' is Lightning's name.*best_model_path"):
+        trainer.test(datamodule=data, ckpt_path="best")
+
+
+class PredictsOnly(L.LightningModule):
+    """A module for inference alone (Lightning's Monte Carlo dropout recipe): no
+    training_step, no configure_optimizers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.layer(x)
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch).softmax(-1)
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_score", self(batch).max())
+
+
+def test_a_module_with_only_predict_and_test_steps_runs_them_as_lightning():
+    torch.manual_seed(0)
+    module = PredictsOnly()
+    theirs = lightning_trainer().predict(module, _data(6, 1))
+    their_test = lightning_trainer().test(module, _data(6, 1), verbose=False)
+    trainer = Trainer(module, device="cpu")
+    assert torch.equal(trainer.predict(_data(6, 1), verbose=0), torch.cat(theirs))
+    (ours,) = trainer.test(dataloaders=_data(6, 1), verbose=False)
+    assert ours == pytest.approx(their_test[0])
+    with pytest.raises(ValueError, match="PredictsOnly defines no training_step"):
+        trainer.fit(_data(6, 1), verbose=0)
 
 
 def test_test_without_test_step_is_refused_as_lightning_refuses_it():
@@ -473,6 +598,20 @@ def test_test_without_test_step_is_refused_as_lightning_refuses_it():
         trainer.test(dataloaders=_data(4, 3), verbose=False)
     # evaluate, Keras's name, still scores with validation_step
     assert set(trainer.evaluate(_data(4, 3), verbose=0, return_dict=True)) == {"val_loss"}
+
+
+def test_test_without_test_dataloader_is_refused_as_lightning_refuses_it():
+    class ValidationDataOnly(L.LightningDataModule):
+        def val_dataloader(self):
+            return _data(4, 2)
+
+    with pytest.raises(Exception, match="`test_dataloader` must be implemented"):
+        lightning_trainer().test(Boring(), datamodule=ValidationDataOnly())
+    trainer = Trainer(Boring(), device="cpu")
+    with pytest.raises(ValueError, match=r"defines no test_dataloader.*trainer\.validate"):
+        trainer.test(datamodule=ValidationDataOnly(), verbose=False)
+    # evaluate, Keras's name, still falls back to val_dataloader()
+    assert set(trainer.evaluate(ValidationDataOnly(), verbose=0, return_dict=True)) == {"test_loss"}
 
 
 def test_estimated_stepping_batches_with_accumulation():

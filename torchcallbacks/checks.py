@@ -112,6 +112,26 @@ class NonFiniteInputWarning(UserWarning):
     ``warnings.simplefilter("ignore", NonFiniteInputWarning)``."""
 
 
+_DATA_CALLS = {
+    "fit": "trainer.fit(train_loader, validation_data=val_loader, epochs=...)",
+    "evaluate": "trainer.evaluate(loader)",
+    "predict": "trainer.predict(loader)",
+}
+
+
+def check_not_given_a_module(method: str, x: Any, following: Any) -> None:
+    """Refuse Lightning's ``trainer.fit(model, train_loader, ...)`` (and ``evaluate``/
+    ``predict``): this Trainer already holds its module, so the loaders would land in ``y``
+    or ``batch_size``. ``trainer.fit(model)`` alone is a module that gives its own loaders."""
+    if isinstance(x, torch.nn.Module) and following is not None:
+        raise TypeError(
+            f"trainer.{method}({type(x).__name__}, {type(following).__name__}, ...) passes a "
+            "module first, as calls to Lightning's Trainer do; this Trainer holds the module "
+            "it was built with (Trainer(model)): leave it out, "
+            f"{_DATA_CALLS[method]}."
+        )
+
+
 def check_fit_arguments(trainer: Any, arguments: Mapping[str, Any]) -> None:
     """Check the arguments of `Trainer.fit` (its locals) before any data is touched."""
     _check_count("epochs", arguments["epochs"], minimum=0)

@@ -21,7 +21,11 @@ from torchcallbacks.callbacks.base import Callback
 from torchcallbacks.callbacks.callback_list import CallbackList
 from torchcallbacks.callbacks.history import History
 from torchcallbacks.checkpoints.resume import ResumeState
-from torchcallbacks.checks import check_fit_arguments, warn_unused_batch_size
+from torchcallbacks.checks import (
+    check_fit_arguments,
+    check_not_given_a_module,
+    warn_unused_batch_size,
+)
 from torchcallbacks.data.inputs import (
     batch_count,
     make_batches,
@@ -205,6 +209,7 @@ class Trainer(TrainerMethods):
         given by name, as in Lightning.
         """
         self._require_optimizer("fit")
+        check_not_given_a_module("fit", x, y)
         warn_unused_batch_size(x if datamodule is None else datamodule, batch_size)
         x, validation_data = self._data_of(x, "fit", validation_data, datamodule)
         check_fit_arguments(self, locals())
@@ -353,6 +358,7 @@ class Trainer(TrainerMethods):
         sample_weight: Any = None,
     ) -> float | list[float] | dict[str, float]:
         """The loss (a float) without metrics, else ``[loss, *metrics]``, or a dict."""
+        check_not_given_a_module("evaluate", x, y)
         warn_unused_batch_size(x, batch_size)
         logs = self._evaluate(x, y, batch_size, verbose, steps, callbacks, sample_weight, "test")
         return results(logs, return_dict)
@@ -371,6 +377,7 @@ class Trainer(TrainerMethods):
         HuggingFace's Trainer pads them (False for booleans, 0 for unsigned integers);
         outputs whose number of dimensions differs between batches come back as a list of
         one tensor per example."""
+        check_not_given_a_module("predict", x, batch_size)
         warn_unused_batch_size(x, batch_size)
         return self._predict(x, batch_size, verbose, steps, callbacks)
 

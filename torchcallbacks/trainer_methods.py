@@ -20,6 +20,7 @@ from torchcallbacks.distributed import checkpoint as distributed_checkpoint
 from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.distributed.wrapping import compiled_module
 from torchcallbacks.optimizers import expose_on_module, set_learning_rate
+from torchcallbacks.overrides import user_method
 from torchcallbacks.utils import expected_sync, preserved_modes
 from torchcallbacks.weighting import batch_from_arrays, class_weights_for
 
@@ -124,6 +125,19 @@ class TrainerMethods:
                 f"{type(self.model).__name__} defines no test_step(batch, batch_idx), which "
                 "trainer.test runs (as Lightning's does); define it, or call "
                 "trainer.validate(...) to run validation_step."
+            )
+        loaders = [user_method(data, name) for name in ("test_dataloader", "val_dataloader")]
+        if stage == "test" and loaders[0] is None and loaders[1] is not None:
+            raise ValueError(  # evaluate(data) falls back to val_dataloader(); Lightning does not
+                f"{type(data).__name__} defines no test_dataloader(), which trainer.test uses "
+                "(as Lightning's does); define it, or call trainer.validate(...) to run on "
+                "val_dataloader()."
+            )
+        if ckpt_path in ("best", "last", "hpc", "registry"):
+            raise ValueError(
+                f"ckpt_path={ckpt_path!r} is Lightning's name for a file its own callbacks "
+                "track; pass the file: ckpt_path=checkpoint.best_model_path, with checkpoint "
+                "the torchcallbacks ModelCheckpoint of the fit."
             )
         if ckpt_path is not None:
             self.load_weights(ckpt_path)

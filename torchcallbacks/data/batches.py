@@ -158,6 +158,16 @@ def concatenate_outputs(outputs: list[Any], gather: bool, order: torch.Tensor | 
         return local[own_rows]
     if isinstance(first, Mapping):
         return {k: concatenate_outputs([o[k] for o in outputs], gather, order) for k in first}
+    if isinstance(first, tuple | list) and all(
+        isinstance(item, str) for output in outputs for item in output
+    ):  # the rows of a string field (a DataLoader collates them into a list per batch)
+        if gather:
+            raise ValueError(
+                "predict under torchrun gathers the outputs' tensors from every process; "
+                "strings cannot be gathered. Return them as tensors (indices of the "
+                "samples), or predict in one process."
+            )
+        return [item for output in outputs for item in output]
     if isinstance(first, tuple | list):
         parts = (
             concatenate_outputs([o[i] for o in outputs], gather, order) for i in range(len(first))

@@ -424,6 +424,13 @@ def make_batches(
             pin_memory=device.type == "cuda",
         )
         return LoaderBatches(loader, device, seeds_sampler=isinstance(sampler, DistributedSampler))
+    if isinstance(x, list | tuple) and x and all(isinstance(i, DataLoader) for i in x):
+        raise ValueError(
+            f"got a {type(x).__name__} of {len(x)} DataLoaders where one is taken: several "
+            "loaders in one run (Lightning's dataloader_idx) are not supported. Pass one "
+            "DataLoader (e.g. over a ConcatDataset of their datasets), or evaluate each "
+            "loader in its own call."
+        )
     if isinstance(x, Iterable):
         return LoaderBatches(x, device)
     raise TypeError(

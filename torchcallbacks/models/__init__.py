@@ -2,7 +2,8 @@
 
 - `plain.PlainKind`: a module scored by the Trainer's ``loss`` and ``metrics``;
 - `own_loss.OwnLossKind`: a module that returns its own loss (HuggingFace models);
-- `lightning.LightningKind`: a module that defines ``training_step`` (LightningModules);
+- `lightning.LightningKind`: a module that defines ``training_step`` (LightningModules)
+  or only evaluation or prediction steps;
 - `lightning.ManualLightningKind`: the same with ``automatic_optimization = False``.
 
 `kind_for` picks one for a module and a loss.
@@ -24,13 +25,17 @@ from torchcallbacks.overrides import user_method
 def kind_for(module: torch.nn.Module, loss: Any) -> type[ModelKind]:
     """With ``loss=``: `PlainKind`. Without: `LightningKind` when the module defines
     ``training_step`` (`ManualLightningKind` when it sets ``automatic_optimization =
-    False``), else `OwnLossKind` (the module returns its own loss)."""
+    False``) or only evaluation or prediction steps (a module for `predict` or `evaluate`
+    alone), else `OwnLossKind` (the module returns its own loss)."""
     if loss is not None:
         return PlainKind
-    if user_method(module, "training_step") is not None:
+    if any(user_method(module, step) is not None for step in _STEPS):
         manual = getattr(module, "automatic_optimization", True) is False
         return ManualLightningKind if manual else LightningKind
     return OwnLossKind
+
+
+_STEPS = ("training_step", "validation_step", "test_step", "predict_step")
 
 
 __all__ = [

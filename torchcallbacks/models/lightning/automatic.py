@@ -100,6 +100,7 @@ class AutomaticSteps:
             outputs, loss = self.run_batch(batch, batch_index)
             end = self.calls.on_train_batch_end
             if end is not None:
+                self.step_metrics()
                 end(outputs, batch, batch_index)
         finally:
             ACTIVE_LOG.reset(token)
@@ -113,6 +114,19 @@ class AutomaticSteps:
     ) -> tuple[dict[str, Any], torch.Tensor | None]:
         """What ``on_train_batch_end`` receives, and the loss for the epoch's logs."""
         return self.optimize(batch, batch_index, self.trainer.accumulate_grad_batches)
+
+    def step_metrics(self: LightningKind) -> dict[str, Any]:
+        """``callback_metrics`` with the values this step logged ``on_step``, as Lightning's
+        hold them during a batch."""
+        metrics = self.view.callback_metrics
+        log = ACTIVE_LOG.get()
+        if log is not None:
+            metrics.update(
+                (name, torch.as_tensor(value))
+                for name, value, on_step, *_ in log.entries
+                if on_step and isinstance(value, torch.Tensor | float)
+            )
+        return metrics
 
     def epoch_cut(self: LightningKind, batch_index: int) -> None:
         """``on_train_batch_start`` returned -1: the schedulers due step, as in Lightning."""
@@ -251,10 +265,10 @@ class AutomaticSteps:
     ) -> None:
         """``lr_scheduler_step(scheduler, metric)`` (the module's, else ``scheduler.step()``);
         a ReduceLROnPlateau gets its monitored value from ``logs`` (else the latest
-        ``callback_metrics``)."""
+        ``callback_metrics``, this step's values included)."""
         metric = None
         if config.reduce_on_plateau:
-            logs = self.view.callback_metrics if logs is None else logs
+            logs = self.step_metrics() if logs is None else logs
             metric = logs.get(config.monitor)
             if metric is None:
                 message = (

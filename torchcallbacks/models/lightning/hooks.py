@@ -45,12 +45,12 @@ class ModuleHooks(Callback):
         kind, view = self.kind, self.view
         view.stage = "train"
         logs = {} if logs is None else logs  # the dict every later callback receives
-        view.callback_metrics = _as_tensors(logs)  # this epoch's, as in Lightning
+        view.callback_metrics = as_tensors(logs)  # this epoch's, as in Lightning
         entries = self._opening + kind.run_hook("on_train_epoch_end")
         self._opening = []
         values = _epoch_values(entries)
         logs.update(values)
-        view.callback_metrics.update(_as_tensors(values))
+        view.callback_metrics.update(as_tensors(values))
         if kind.scheduler_configs and kind.automatic:  # (manual: training_step steps them)
             logs["lr"] = kind.trainer.get_lr() if kind.epoch_lr is None else kind.epoch_lr
             for config in kind.scheduler_configs:
@@ -62,7 +62,7 @@ class ModuleHooks(Callback):
         self.kind.end_fit()
 
     def on_test_end(self, logs: dict | None = None) -> None:
-        self.view.callback_metrics.update(_as_tensors(logs or {}))  # validation or evaluate's
+        self.view.callback_metrics.update(as_tensors(logs or {}))  # validation or evaluate's
 
     def state_dict(self) -> dict[str, Any]:
         kind = self.kind
@@ -89,7 +89,7 @@ class ModuleHooks(Callback):
                 callback.load_state_dict(saved[callback.state_key])
 
 
-def _as_tensors(logs: Mapping[str, Any]) -> dict[str, Any]:
+def as_tensors(logs: Mapping[str, Any]) -> dict[str, Any]:
     """Logs as Lightning's ``callback_metrics`` holds them: numbers as scalar tensors."""
     return {
         name: torch.tensor(value) if isinstance(value, numbers.Real) else value

@@ -98,6 +98,13 @@ class LightningKind(Stages, AutomaticSteps, PlainKind):
         self.scheduler_configs: list[SchedulerConfig] = []
         self.configures_optimizer = False  # True: configure_optimizers runs when fit starts
         if trainer.optimizer is not None:
+            if user_method(module, "configure_optimizers") is not None:
+                warnings.warn(
+                    f"{owner}.configure_optimizers is not called: the optimizer given to "
+                    "Trainer takes its place, and the schedulers it returns are not used. "
+                    "Leave optimizer= out to train with what configure_optimizers returns.",
+                    stacklevel=3,
+                )
             self.use_optimizers([trainer.optimizer], [])
         elif user_method(module, "configure_optimizers") is not None:
             self.configures_optimizer = True
@@ -148,7 +155,18 @@ class LightningKind(Stages, AutomaticSteps, PlainKind):
     def all_optimizers(self) -> list[torch.optim.Optimizer]:
         return list(self.optimizers)
 
+    def require_training_step(self) -> None:
+        """A module with evaluation or prediction steps alone cannot be fitted."""
+        if user_method(self.module, "training_step") is None:
+            raise ValueError(
+                f"{type(self.module).__name__} defines no training_step(batch, batch_idx), "
+                "which fit runs (as Lightning's does): define it and return the loss, or use "
+                "this module with evaluate, validate, test and predict only."
+            )
+
     def missing_optimizer(self, action: str) -> None:
+        if action == "fit":
+            self.require_training_step()
         if action == "fit" and self.configures_optimizer:
             return  # configure_optimizers runs when fit starts
         if self.configures_optimizer:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,7 +30,7 @@ from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.distributed.fsdp import is_sharded
 from torchcallbacks.models.lightning.callbacks import check_lightning_callback
 from torchcallbacks.models.lightning.calls import HookCalls, warn_uncalled
-from torchcallbacks.models.lightning.hooks import ModuleHooks
+from torchcallbacks.models.lightning.hooks import ModuleHooks, as_tensors
 from torchcallbacks.models.lightning.self_log import ACTIVE_LOG, ForbiddenLog, StepLog
 from torchcallbacks.overrides import is_lightning_callback, user_method
 
@@ -63,6 +63,7 @@ class Stages:
         self.lightning_callbacks = lightning
         self.calls = HookCalls(self.module, self.view, lightning, datamodule)
         if training:
+            self.require_training_step()
             warn_uncalled(self.module, lightning, datamodule)
         ours = [c for c in given if not is_lightning_callback(c)]
         return [ModuleHooks(self, training), *ours]
@@ -220,12 +221,26 @@ class Stages:
         if not in_fit:
             self.exit_stage(lightning_stage)
 
-    def evaluation_epoch_end(self: LightningKind) -> list[tuple[str, Any, bool, bool, int | None]]:
+    def evaluation_epoch_end(
+        self: LightningKind, current: Callable[[], dict[str, Any]]
+    ) -> list[tuple[str, Any, bool, bool, int | None]]:
         """What the evaluation's start hooks and its epoch-end hook logged (read when the
-        evaluation's logs are)."""
+        evaluation's logs are, ``current()`` giving them so far). When a hook reads them,
+        ``callback_metrics`` holds this evaluation's values in its epoch-end and end hooks,
+        as in Lightning (where they are read as they are logged)."""
         name, self.pending_epoch_end = self.pending_epoch_end, None
         opening, self.opening_entries = self.opening_entries, []
-        return opening + ([] if name is None else self.run_hook(name))
+        if name is None:
+            return opening
+        calls, metrics = self.calls, self.view.callback_metrics
+        end = name.replace("_epoch_end", "_end")
+        reads = getattr(calls, name) is not None or getattr(calls, end) is not None
+        if reads:
+            metrics.update(as_tensors(current()))
+        entries = opening + self.run_hook(name)
+        if reads:  # what the epoch-end hook logged, for the end hook
+            metrics.update(as_tensors({n: _read(value) for n, value, *_ in entries}))
+        return entries
 
     def on_exception(self: LightningKind, error: BaseException) -> None:
         """The Lightning callbacks' and the data module's ``on_exception``, as Lightning calls
@@ -264,3 +279,10 @@ class Stages:
         key = None if datamodule is None else type(datamodule).__qualname__
         if key is not None and key in checkpoint and user_method(datamodule, "load_state_dict"):
             datamodule.load_state_dict(checkpoint[key])
+
+
+def _read(value: Any) -> Any:
+    """A logged value as ``callback_metrics`` holds it (a metric object: its ``compute()``)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    return value if isinstance(value, float) else value.compute()

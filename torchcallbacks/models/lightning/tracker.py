@@ -20,11 +20,14 @@ class LoggedTracker:
     are reset with the tracker. Keys keep the order in which they were first logged.
     """
 
-    def __init__(self, device: torch.device, epoch_end: Callable[[], list] | None = None) -> None:
+    def __init__(
+        self, device: torch.device, epoch_end: Callable[[Callable[[], dict]], list] | None = None
+    ) -> None:
         self.device = device
         self.series: dict[str, _Series] = {}
-        # Called when the epoch's logs are read (``logs(reduce)``): what the module logs in
-        # its epoch-end hook joins the epoch's values before they are reduced.
+        # Called when the epoch's logs are read (``logs(reduce)``), with a function that gives
+        # the epoch's values so far: what the module logs in its epoch-end hook joins them
+        # before they are reduced.
         self.epoch_end = epoch_end
 
     def reset(self) -> None:
@@ -52,7 +55,10 @@ class LoggedTracker:
 
     def logs(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
         if reduce is not None and self.epoch_end is not None:
-            self.update(self.epoch_end(), 1)
+            self.update(self.epoch_end(lambda: self._logs(reduce)), 1)
+        return self._logs(reduce)
+
+    def _logs(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> dict:
         names, totals, weights = [], [], []
         for name, series in self.series.items():
             if series.metric is not None:
