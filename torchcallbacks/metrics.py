@@ -29,12 +29,17 @@ MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def accuracy_values(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    """Per-sample hits of Keras's accuracy: threshold 0.5 for one column, argmax for several."""
+    """Per-sample hits of Keras's accuracy: threshold 0.5 for one column, argmax for several.
+    Classes are on the last dimension, as in Keras, unless the class indices fit only torch's
+    layout, classes on dimension 1 (``(N, C, H, W)`` scores for ``(N, H, W)`` labels, as
+    ``cross_entropy`` takes them: a segmentation model's)."""
     if y_pred.ndim == 1 or y_pred.shape[-1] == 1:
         predicted = (y_pred.reshape(y_true.shape) > 0.5).to(y_true.dtype)
         return predicted == y_true
     if y_true.shape == y_pred.shape:  # one-hot or probability targets
         y_true = y_true.argmax(dim=-1)
+    elif y_true.shape != y_pred.shape[:-1] and y_true.shape == y_pred.shape[:1] + y_pred.shape[2:]:
+        return y_pred.argmax(dim=1) == y_true
     return y_pred.argmax(dim=-1) == y_true
 
 
