@@ -176,3 +176,20 @@ def test_monitoring_a_collection_member_uses_its_declared_direction():
             x, y, epochs=1, verbose=0, callbacks=[stopping], validation_data=_data(32, seed=1)
         )
     assert stopping.monitor_op is numpy.greater
+
+
+def test_a_one_dimensional_target_goes_with_a_one_unit_output_as_for_the_loss():
+    # a pandas Series or NumPy vector target for an (N, 1) regression output, as in Keras
+    from torchmetrics.regression import MeanAbsoluteError, R2Score
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 3, generator=generator)
+    y = x.sum(1)  # shape (32,)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    collection = MetricCollection([R2Score(), MeanAbsoluteError()])
+    trainer = Trainer(model, "adam", "mse", metrics=[collection])
+    result = trainer.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    with torch.no_grad():
+        expected = _own(collection, model(x), y[:, None])
+    assert result == pytest.approx({"loss": result["loss"], **expected})

@@ -21,6 +21,7 @@ from torchcallbacks.losses import (
     logits_alternative,
     loss_name,
     resolve_loss,
+    same_rank_target,
     warn_if_logits,
 )
 from torchcallbacks.weighting import WeightedMetrics, loss_weights_for, ratios, weighted_loss
@@ -132,8 +133,11 @@ class StatefulMetric:
     def update(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> None:
         if self.keras_style:
             self.metric.update_state(y_true, y_pred)
-        else:
-            self.metric.update(y_pred, y_true)
+            return
+        if isinstance(y_pred, torch.Tensor) and isinstance(y_true, torch.Tensor):
+            # torchmetrics wants equal shapes where the loss matched a (N,) target to (N, 1)
+            y_true = same_rank_target(y_pred, y_true)
+        self.metric.update(y_pred, y_true)
 
     def result(self) -> Any:
         return self.metric.result() if self.keras_style else self.metric.compute()
