@@ -2,6 +2,7 @@
 as Keras logs a dict result, with the values torchmetrics itself computes."""
 
 import io
+import re
 import warnings
 from contextlib import redirect_stdout
 
@@ -193,3 +194,24 @@ def test_a_one_dimensional_target_goes_with_a_one_unit_output_as_for_the_loss():
     with torch.no_grad():
         expected = _own(collection, model(x), y[:, None])
     assert result == pytest.approx({"loss": result["loss"], **expected})
+
+
+@pytest.mark.parametrize(
+    "metrics, named",
+    [
+        ("train_and_val_clones", "['val_acc'] start with 'val_'"),
+        ("same_key_twice", "logged as ['acc']"),
+    ],
+)
+def test_metric_names_one_log_key_cannot_hold_are_refused(metrics, named):
+    collection = MetricCollection({"acc": MulticlassAccuracy(num_classes=3)})
+    given = {
+        # Lightning's habit: one clone per stage; validation's would log training values
+        "train_and_val_clones": [
+            collection.clone(prefix="train_"),
+            collection.clone(prefix="val_"),
+        ],
+        "same_key_twice": ["acc", collection],
+    }[metrics]
+    with pytest.raises(ValueError, match=re.escape(named)):
+        _trainer(given)

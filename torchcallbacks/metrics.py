@@ -319,6 +319,7 @@ class Objective:
             self.stateful += head.weighted.stateful
             self.log_names += head.weighted.names
             self.ratios += head.weighted.ratios
+        _check_log_names(self.log_names)
 
     def rename(self, expected: list[str], keys: list[str]) -> None:
         """Log a dict result's ``keys`` where its ``expected`` keys were (at its first
@@ -456,6 +457,27 @@ def _check_named_targets(names: list[str], targets: Any) -> None:
         "loss as a list, one loss per output in the model's order, to match targets by "
         "position."
     )
+
+
+def _check_log_names(names: list[str]) -> None:
+    """Refuse metric names that one log key cannot hold: a name given twice (one value would
+    replace the other), or one starting with ``val_``, which validation's copies use (a
+    torchmetrics collection cloned with ``prefix="val_"`` would log training values there)."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"Several metrics are logged as {repeated}: one value would replace the other. "
+            "Give them distinct names (a metric object's `name`, a MetricCollection's keys "
+            "or its prefix/postfix)."
+        )
+    validation = [name for name in names if name.startswith("val_")]
+    if validation:
+        raise ValueError(
+            f"Metric name(s) {validation} start with 'val_', the prefix of the validation "
+            "copies: they would hold training values. Pass each metric once, named without "
+            "'val_' (e.g. one MetricCollection with no 'val_' prefix): validation logs a "
+            "'val_' copy of every metric itself."
+        )
 
 
 class MetricTracker:
