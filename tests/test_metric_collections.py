@@ -215,3 +215,16 @@ def test_metric_names_one_log_key_cannot_hold_are_refused(metrics, named):
     }[metrics]
     with pytest.raises(ValueError, match=re.escape(named)):
         _trainer(given)
+
+
+def test_two_metrics_named_by_their_dict_results_are_not_taken_for_one():
+    # both are called "classwise_wrapper" until their first results name their keys
+    x, y = _data()
+    wrappers = [
+        ClasswiseWrapper(MulticlassPrecision(num_classes=3, average=None)),
+        ClasswiseWrapper(MulticlassRecall(num_classes=3, average=None)),
+    ]
+    result = _trainer(wrappers).evaluate(x, y, verbose=0, return_dict=True)
+    assert sorted(result) == ["loss"] + [
+        f"multiclass{kind}_{i}" for kind in ("precision", "recall") for i in range(3)
+    ]

@@ -319,7 +319,10 @@ class Objective:
             self.stateful += head.weighted.stateful
             self.log_names += head.weighted.names
             self.ratios += head.weighted.ratios
-        _check_log_names(self.log_names)
+        # A metric object's own name may give way to the keys of a dict result (two
+        # ClasswiseWrappers) at its first compute: only final names are checked for repeats.
+        provisional = {name for name, metric in self.stateful if not metric.members()}
+        _check_log_names(self.log_names, provisional)
 
     def rename(self, expected: list[str], keys: list[str]) -> None:
         """Log a dict result's ``keys`` where its ``expected`` keys were (at its first
@@ -459,11 +462,12 @@ def _check_named_targets(names: list[str], targets: Any) -> None:
     )
 
 
-def _check_log_names(names: list[str]) -> None:
+def _check_log_names(names: list[str], provisional: set[str]) -> None:
     """Refuse metric names that one log key cannot hold: a name given twice (one value would
-    replace the other), or one starting with ``val_``, which validation's copies use (a
-    torchmetrics collection cloned with ``prefix="val_"`` would log training values there)."""
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    replace the other; ``provisional`` names are left out), or one starting with ``val_``,
+    which validation's copies use (a torchmetrics collection cloned with ``prefix="val_"``
+    would log training values there)."""
+    repeated = sorted({n for n in names if names.count(n) > 1 and n not in provisional})
     if repeated:
         raise ValueError(
             f"Several metrics are logged as {repeated}: one value would replace the other. "
