@@ -562,6 +562,18 @@ def test_non_finite_inputs_are_reported_once_and_can_be_silenced():
         trainer.fit(x, y, epochs=1, verbose=0)
 
 
+def test_missing_values_in_a_pandas_frame_are_reported():
+    from torchcallbacks.checks import NonFiniteInputWarning
+
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(
+        {"a": [0.5, 1.0, 2.0, 3.0], "count": pd.array([1, 2, None, 3], dtype="Int64")}
+    )
+    trainer = Trainer(torch.nn.Linear(2, 1), "sgd", "mse", device="cpu")
+    with pytest.warns(NonFiniteInputWarning, match="1 sample.*first at index 2"):
+        trainer.fit(frame, frame["a"], epochs=1, verbose=0)
+
+
 def test_a_misspelt_monitor_is_named_with_the_closest_logged_name():
     x, y = data(16)
     trainer = Trainer(torch.nn.Linear(4, 1), "sgd", "mse", ["mae"], device="cpu")

@@ -84,6 +84,24 @@ def test_timm_cosine_schedule_gives_the_learning_rates_of_timms_own_loop(interva
     torch.testing.assert_close(trainer.model.state_dict(), weights, rtol=0, atol=0)
 
 
+def test_a_fit_from_initial_epoch_trains_with_that_epochs_rate_as_timms_loop():
+    """timm's train.py starting at start_epoch > 0 calls step(start_epoch) first."""
+    trainer = make_trainer()
+    schedule = cosine(trainer.optimizer, per_update=False)
+    probe = BatchLRs()
+    trainer.fit(
+        X, Y, batch_size=7, epochs=3, initial_epoch=1, shuffle=False, verbose=0,
+        callbacks=[LearningRateScheduler(schedule), probe],
+    )  # fmt: skip
+    expected = cosine(make_trainer().optimizer, per_update=False)
+    rates = []
+    for epoch in (1, 2):
+        expected.step(epoch)
+        rates.append(expected.optimizer.param_groups[0]["lr"])
+    assert probe.lrs == [rates[0]] * 5 + [rates[1]] * 5  # 5 batches per epoch
+    assert rates[0] != 0.01  # not the warm-up's first rate
+
+
 @pytest.mark.parametrize("interval", ["epoch", "batch"])
 def test_timm_scheduler_resumes_exactly_from_a_backup(interval, tmp_path):
     from timm.scheduler import CosineLRScheduler

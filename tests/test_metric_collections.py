@@ -2,6 +2,7 @@
 as Keras logs a dict result, with the values torchmetrics itself computes."""
 
 import io
+import re
 import warnings
 from contextlib import redirect_stdout
 
@@ -176,3 +177,54 @@ def test_monitoring_a_collection_member_uses_its_declared_direction():
             x, y, epochs=1, verbose=0, callbacks=[stopping], validation_data=_data(32, seed=1)
         )
     assert stopping.monitor_op is numpy.greater
+
+
+def test_a_one_dimensional_target_goes_with_a_one_unit_output_as_for_the_loss():
+    # a pandas Series or NumPy vector target for an (N, 1) regression output, as in Keras
+    from torchmetrics.regression import MeanAbsoluteError, R2Score
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 3, generator=generator)
+    y = x.sum(1)  # shape (32,)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    collection = MetricCollection([R2Score(), MeanAbsoluteError()])
+    trainer = Trainer(model, "adam", "mse", metrics=[collection])
+    result = trainer.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    with torch.no_grad():
+        expected = _own(collection, model(x), y[:, None])
+    assert result == pytest.approx({"loss": result["loss"], **expected})
+
+
+@pytest.mark.parametrize(
+    "metrics, named",
+    [
+        ("train_and_val_clones", "['val_acc'] start with 'val_'"),
+        ("same_key_twice", "logged as ['acc']"),
+    ],
+)
+def test_metric_names_one_log_key_cannot_hold_are_refused(metrics, named):
+    collection = MetricCollection({"acc": MulticlassAccuracy(num_classes=3)})
+    given = {
+        # Lightning's habit: one clone per stage; validation's would log training values
+        "train_and_val_clones": [
+            collection.clone(prefix="train_"),
+            collection.clone(prefix="val_"),
+        ],
+        "same_key_twice": ["acc", collection],
+    }[metrics]
+    with pytest.raises(ValueError, match=re.escape(named)):
+        _trainer(given)
+
+
+def test_two_metrics_named_by_their_dict_results_are_not_taken_for_one():
+    # both are called "classwise_wrapper" until their first results name their keys
+    x, y = _data()
+    wrappers = [
+        ClasswiseWrapper(MulticlassPrecision(num_classes=3, average=None)),
+        ClasswiseWrapper(MulticlassRecall(num_classes=3, average=None)),
+    ]
+    result = _trainer(wrappers).evaluate(x, y, verbose=0, return_dict=True)
+    assert sorted(result) == ["loss"] + [
+        f"multiclass{kind}_{i}" for kind in ("precision", "recall") for i in range(3)
+    ]

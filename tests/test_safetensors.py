@@ -85,6 +85,21 @@ def test_tied_weights_are_written_and_read_back(tmp_path):
     assert fresh.output.weight is fresh.embedding.weight  # still tied
 
 
+def test_a_file_holding_tied_weights_once_loads(tmp_path):
+    # safetensors' save_model (as HuggingFace's save_pretrained) writes a tied tensor once
+    from safetensors.torch import save_model
+
+    torch.manual_seed(0)
+    model = TiedModel()
+    save_model(model, str(tmp_path / "model.safetensors"))
+    assert len(load_file(tmp_path / "model.safetensors")) == 1
+    fresh = TiedModel()
+    Trainer(fresh).load_weights(str(tmp_path / "model.safetensors"))
+    tokens = torch.arange(6)
+    assert torch.equal(fresh(tokens), model(tokens))
+    assert fresh.output.weight is fresh.embedding.weight
+
+
 def test_model_checkpoint_writes_safetensors_weights_by_extension(tmp_path):
     x, y = regression_data()
     trainer = Trainer(regression_model(), "adam", "mse")

@@ -92,6 +92,18 @@ def test_accuracy_metric_binary_sparse_and_one_hot():
     assert trainer.evaluate(p, t, verbose=0)[1] == pytest.approx(0.75)
 
 
+def test_accuracy_reads_classes_on_dimension_1_for_segmentation_scores():
+    # (N, C, H, W) scores for (N, H, W) labels, as cross_entropy takes them: pixel accuracy
+    torch.manual_seed(0)
+    scores, labels = torch.randn(4, 3, 5, 7), torch.randint(0, 3, (4, 5, 7))
+    labels[0, 0] = -100  # ignored pixels are left out, as cross_entropy leaves them out
+    trainer = Trainer(torch.nn.Identity(), loss="cross_entropy", metrics=["accuracy"])
+    result = trainer.evaluate(scores, labels, batch_size=4, verbose=0, return_dict=True)
+    kept = labels != -100
+    expected = (scores.argmax(1) == labels)[kept].float().mean().item()
+    assert result["accuracy"] == pytest.approx(expected)
+
+
 def test_metric_objects_and_callables_named_in_logs(regression_data):
     x, y = regression_data
 

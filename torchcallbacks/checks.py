@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from torchcallbacks.data.inputs import is_array_like
+from torchcallbacks.data.inputs import is_array_like, pandas_as_numpy
 from torchcallbacks.metrics import METRICS
 from torchcallbacks.utils import expected_sync
 
@@ -265,12 +265,13 @@ def _check_not_empty(name: str, data: Any) -> None:
 
 
 def _warn_non_finite(name: str, value: Any) -> None:
+    value = pandas_as_numpy(value)  # a DataFrame's NaN (and its nullable columns' NA)
     tensors = [value] if isinstance(value, torch.Tensor | np.ndarray) else []
     if isinstance(value, Mapping):
         tensors = list(value.values())
     elif isinstance(value, list | tuple):
         tensors = list(value)
-    for tensor in tensors:
+    for tensor in map(pandas_as_numpy, tensors):
         if not isinstance(tensor, torch.Tensor | np.ndarray) or tensor.ndim == 0 or not len(tensor):
             continue
         if isinstance(tensor, np.ndarray) and tensor.dtype.kind in "fc":

@@ -35,18 +35,24 @@ _EPSILON = 1e-7  # Keras's backend epsilon, used to clip probabilities before th
 _IGNORE_INDEX = -100  # the label torch's cross_entropy and nll_loss skip
 
 
-def _matching_target(name: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    """``y_true`` shaped like ``y_pred``. As in Keras, ranks that differ by a trailing
-    dimension of 1 are matched: a 1-D target (a pandas Series, a NumPy vector) goes with a
-    one-unit output of shape ``(N, 1)``."""
-    if y_pred.shape == y_true.shape:
-        return y_true
+def same_rank_target(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """``y_true`` with the rank of ``y_pred`` where they differ by a trailing dimension of 1,
+    as Keras matches them: a 1-D target (a pandas Series, a NumPy vector) goes with a
+    one-unit output of shape ``(N, 1)``. Other targets are returned as they are."""
     if y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] == 1:
         if y_pred.shape[:-1] == y_true.shape:
             return y_true.unsqueeze(-1)
     if y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
         if y_true.shape[:-1] == y_pred.shape:
             return y_true.squeeze(-1)
+    return y_true
+
+
+def _matching_target(name: str, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """``y_true`` shaped like ``y_pred`` (`same_rank_target`), or a ValueError naming both."""
+    y_true = same_rank_target(y_pred, y_true)
+    if y_pred.shape == y_true.shape:
+        return y_true
     raise ValueError(
         f"loss '{name}': the model output has shape {tuple(y_pred.shape)} but the target "
         f"has shape {tuple(y_true.shape)}; they must match (reshape the target or the "

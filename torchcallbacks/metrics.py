@@ -23,6 +23,7 @@ from torchcallbacks.losses import (
     loss_name,
     output_check,
     resolve_loss,
+    same_rank_target,
 )
 from torchcallbacks.weighting import WeightedMetrics, loss_weights_for, ratios, weighted_loss
 
@@ -30,7 +31,10 @@ MetricFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def accuracy_values(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    """Per-sample hits of Keras's accuracy: threshold 0.5 for one column, argmax for several."""
+    """Per-sample hits of Keras's accuracy: threshold 0.5 for one column, argmax for several.
+    Classes are on the last dimension, as in Keras, unless the class indices fit only torch's
+    layout, classes on dimension 1 (``(N, C, H, W)`` scores for ``(N, H, W)`` labels, as
+    ``cross_entropy`` takes them: a segmentation model's)."""
     if class_column(y_pred, y_true):  # (N, 1) labels, as Keras squeezes them: never broadcast
         y_true = y_true.squeeze(-1)
     if y_pred.ndim == 1 or y_pred.shape[-1] == 1:
@@ -38,6 +42,8 @@ def accuracy_values(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         return predicted == y_true
     if y_true.shape == y_pred.shape:  # one-hot or probability targets
         y_true = y_true.argmax(dim=-1)
+    elif y_true.shape != y_pred.shape[:-1] and y_true.shape == y_pred.shape[:1] + y_pred.shape[2:]:
+        return y_pred.argmax(dim=1) == y_true
     return y_pred.argmax(dim=-1) == y_true
 
 
@@ -131,8 +137,11 @@ class StatefulMetric:
     def update(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> None:
         if self.keras_style:
             self.metric.update_state(y_true, y_pred)
-        else:
-            self.metric.update(y_pred, y_true)
+            return
+        if isinstance(y_pred, torch.Tensor) and isinstance(y_true, torch.Tensor):
+            # torchmetrics wants equal shapes where the loss matched a (N,) target to (N, 1)
+            y_true = same_rank_target(y_pred, y_true)
+        self.metric.update(y_pred, y_true)
 
     def result(self) -> Any:
         return self.metric.result() if self.keras_style else self.metric.compute()
@@ -315,6 +324,10 @@ class Objective:
             self.stateful += head.weighted.stateful
             self.log_names += head.weighted.names
             self.ratios += head.weighted.ratios
+        # A metric object's own name may give way to the keys of a dict result (two
+        # ClasswiseWrappers) at its first compute: only final names are checked for repeats.
+        provisional = {name for name, metric in self.stateful if not metric.members()}
+        _check_log_names(self.log_names, provisional)
 
     def rename(self, expected: list[str], keys: list[str]) -> None:
         """Log a dict result's ``keys`` where its ``expected`` keys were (at its first
@@ -452,6 +465,28 @@ def _check_named_targets(names: list[str], targets: Any) -> None:
         "loss as a list, one loss per output in the model's order, to match targets by "
         "position."
     )
+
+
+def _check_log_names(names: list[str], provisional: set[str]) -> None:
+    """Refuse metric names that one log key cannot hold: a name given twice (one value would
+    replace the other; ``provisional`` names are left out), or one starting with ``val_``,
+    which validation's copies use (a torchmetrics collection cloned with ``prefix="val_"``
+    would log training values there)."""
+    repeated = sorted({n for n in names if names.count(n) > 1 and n not in provisional})
+    if repeated:
+        raise ValueError(
+            f"Several metrics are logged as {repeated}: one value would replace the other. "
+            "Give them distinct names (a metric object's `name`, a MetricCollection's keys "
+            "or its prefix/postfix)."
+        )
+    validation = [name for name in names if name.startswith("val_")]
+    if validation:
+        raise ValueError(
+            f"Metric name(s) {validation} start with 'val_', the prefix of the validation "
+            "copies: they would hold training values. Pass each metric once, named without "
+            "'val_' (e.g. one MetricCollection with no 'val_' prefix): validation logs a "
+            "'val_' copy of every metric itself."
+        )
 
 
 class MetricTracker:

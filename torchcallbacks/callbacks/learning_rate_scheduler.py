@@ -38,8 +38,9 @@ class LearningRateScheduler(Callback):
       skips the step).
     - a timm scheduler (``timm.scheduler.CosineLRScheduler`` and the others deriving from
       timm's ``Scheduler``) built on ``trainer.optimizer``, stepped as timm's own training
-      script does: ``scheduler.step(epoch + 1)`` after each epoch (its ``PlateauLRScheduler``
-      with the logged ``monitor`` value as ``metric``), or, with ``interval="batch"``,
+      script does: ``scheduler.step(epoch + 1)`` after each epoch, and ``step(initial_epoch)``
+      first (its ``PlateauLRScheduler`` with the logged ``monitor`` value as ``metric``, at
+      epoch ends only), or, with ``interval="batch"``,
       ``scheduler.step_update(steps_done)`` after each optimizer step, ``steps_done`` counting
       every step since the start of training. ``interval="batch"`` needs a scheduler built
       with ``t_in_epochs=False`` and ``interval="epoch"`` one built with ``t_in_epochs=True``
@@ -141,6 +142,10 @@ class LearningRateScheduler(Callback):
             self.trainer.set_lr(_as_lr(value))
             shown = float(value) if isinstance(value, torch.Tensor) else value
         else:
+            if self.timm and self.interval == "epoch" and not self.plateau:
+                # the rate of this epoch, as timm's script sets it with step(start_epoch) when
+                # a run starts later than epoch 0 (initial_epoch); the same value otherwise
+                self.scheduler.step(epoch)
             shown = self.trainer.get_lr()
         if self.verbose > 0 and getattr(self.trainer, "is_main_process", True):
             print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {shown}.")

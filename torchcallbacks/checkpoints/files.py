@@ -345,7 +345,7 @@ def load_states(
     """
     if model is not None:
         module = _plain_module(model[0])
-        model = (module, module_keys(module, model[1]))
+        model = (module, with_tied_keys(module, module_keys(module, model[1])))
         _check_fits(path, *model)
     if optimizer is not None:
         check_optimizer_fits(path, *optimizer, saved_class=optimizer_class)
@@ -377,6 +377,22 @@ def module_keys(module: torch.nn.Module, state: Mapping[str, Any]) -> Mapping[st
         key if key in own else plain.get(key.replace("_orig_mod.", ""), key): value
         for key, value in state.items()
     }
+
+
+def with_tied_keys(module: torch.nn.Module, state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` with the keys it leaves out because they name a tensor it holds under another
+    key: tied weights (a language model's output layer and its input embeddings), which
+    HuggingFace's ``save_pretrained`` and safetensors' ``save_model`` write once."""
+    own = module.state_dict(keep_vars=True)
+    missing = [key for key in own if key not in state]
+    if not missing:
+        return state
+    holders = {id(value): key for key, value in own.items() if key in state}
+    filled = dict(state)
+    for key in missing:
+        if id(own[key]) in holders:  # the same Parameter or buffer object under two names
+            filled[key] = state[holders[id(own[key])]]
+    return filled
 
 
 def snapshot(objects: Iterable[Any]) -> Callable[[], None]:

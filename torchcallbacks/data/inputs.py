@@ -63,9 +63,13 @@ def _pandas_to_numpy(value: Any) -> np.ndarray:
     return array
 
 
+def pandas_as_numpy(value: Any) -> Any:
+    """A pandas object as the NumPy array the data is made of; any other value as it is."""
+    return _pandas_to_numpy(value) if _is_pandas(value) else value
+
+
 def _to_tensor(value: Any) -> Any:
-    if _is_pandas(value):
-        value = _pandas_to_numpy(value)
+    value = pandas_as_numpy(value)
     if isinstance(value, np.ndarray):
         if not value.flags.writeable:  # pandas' copy-on-write views: torch warns about them
             value = value.copy()
