@@ -228,3 +228,30 @@ def test_two_metrics_named_by_their_dict_results_are_not_taken_for_one():
     assert sorted(result) == ["loss"] + [
         f"multiclass{kind}_{i}" for kind in ("precision", "recall") for i in range(3)
     ]
+
+
+def test_a_mid_epoch_resume_says_that_metric_objects_restart_empty(tmp_path):
+    from torchcallbacks import BackupAndRestore, Callback
+
+    class RaiseAtBatch(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.trainer.current_epoch == 1 and batch == 2:
+                raise RuntimeError("interrupted")
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+
+    def run(*extra):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), "cross_entropy",
+                          metrics=["accuracy", MulticlassAccuracy(3)])  # fmt: skip
+        backup = BackupAndRestore(tmp_path / "backup", save_freq=2)
+        return trainer.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[backup, *extra])
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run(RaiseAtBatch())
+    with pytest.warns(UserWarning, match=r"inside epoch 2: the metric objects "
+                      r"\['multiclass_accuracy'\] restart empty.*first 2 batches"):  # fmt: skip
+        history = run()
+    assert len(history.history["loss"]) == 2  # the run went on

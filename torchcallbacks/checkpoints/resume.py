@@ -291,6 +291,16 @@ class ResumeState:
         # cover the batches after the resume.
         tracker.reset()
         tracker.load_state_dict(position["tracker"], self.trainer.device)
+        objects = [name for name, _ in tracker.objective.stateful]
+        if objects and self.trainer.epoch_start_batch:
+            warnings.warn(
+                f"Resuming inside epoch {self.trainer.current_epoch + 1}: the metric objects "
+                f"{objects} restart empty, so this epoch's training value of each leaves out "
+                f"its first {self.trainer.epoch_start_batch} batches (the loss, the "
+                "built-in metrics and the validation values are exact). A backup at each "
+                "epoch end (BackupAndRestore(save_freq='epoch')) resumes them exactly.",
+                stacklevel=2,
+            )
 
     def restore_gradients(self, resume: Mapping[str, Any] | None) -> bool:
         """Put back the gradients accumulated before the checkpoint; True if there were."""
