@@ -104,6 +104,43 @@ def test_accuracy_reads_classes_on_dimension_1_for_segmentation_scores():
     assert result["accuracy"] == pytest.approx(expected)
 
 
+def test_keras_metric_names_compute_what_keras_computes_under_their_names():
+    torch.manual_seed(0)
+    probabilities, multi_label = torch.rand(12, 3), torch.randint(0, 2, (12, 3)).float()
+    weights = torch.rand(12)
+    trainer = Trainer(torch.nn.Identity(), loss="binary_crossentropy",
+                      metrics=["binary_accuracy", "mean_absolute_error", "mean_squared_error"],
+                      weighted_metrics=["binary_accuracy"])  # fmt: skip
+    logs = trainer.evaluate(probabilities, multi_label, sample_weight=weights, batch_size=12,
+                            verbose=0, return_dict=True)  # fmt: skip
+    per_sample = ((probabilities > 0.5).float() == multi_label).float().mean(-1)  # Keras's
+    assert logs["binary_accuracy"] == pytest.approx(per_sample.mean().item())
+    weighted = (per_sample * weights).sum() / weights.sum()
+    assert logs["weighted_binary_accuracy"] == pytest.approx(weighted.item())
+    assert logs["mean_absolute_error"] == pytest.approx(
+        (probabilities - multi_label).abs().mean().item()
+    )
+    assert logs["mean_squared_error"] == pytest.approx(
+        (probabilities - multi_label).square().mean().item()
+    )
+
+    scores, labels = torch.randn(12, 4), torch.randint(0, 4, (12,))
+    trainer = Trainer(torch.nn.Identity(), loss="categorical_crossentropy",
+                      metrics=["categorical_accuracy"])  # fmt: skip
+    one_hot = torch.nn.functional.one_hot(labels, 4).float()
+    logs = trainer.evaluate(scores.softmax(-1), one_hot, verbose=0, return_dict=True)
+    assert logs["categorical_accuracy"] == pytest.approx(
+        (scores.argmax(-1) == labels).float().mean().item()
+    )
+    trainer = Trainer(torch.nn.Identity(), loss="sparse_categorical_crossentropy",
+                      metrics=["sparse_categorical_accuracy"])  # fmt: skip
+    column = labels.unsqueeze(1)  # Keras's datasets give labels as a column
+    logs = trainer.evaluate(scores.softmax(-1), column, verbose=0, return_dict=True)
+    assert logs["sparse_categorical_accuracy"] == pytest.approx(
+        (scores.argmax(-1) == labels).float().mean().item()
+    )
+
+
 def test_metric_objects_and_callables_named_in_logs(regression_data):
     x, y = regression_data
 

@@ -77,10 +77,55 @@ def mse(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     return squared_errors(y_pred, y_true).mean()
 
 
-METRICS: dict[str, MetricFn] = {"accuracy": accuracy, "acc": accuracy, "mae": mae, "mse": mse}
+def binary_accuracy_values(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """Keras's binary_accuracy per sample: each value above 0.5 against its 0/1 target,
+    averaged over the last dimension (multi-label outputs)."""
+    hits = ((y_pred > 0.5).to(y_true.dtype) == y_true.reshape(y_pred.shape)).float()
+    return hits.mean(dim=-1) if hits.ndim > 1 else hits
+
+
+def categorical_accuracy_values(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """Keras's categorical_accuracy per sample: the argmax of one-hot targets."""
+    return y_pred.argmax(dim=-1) == y_true.argmax(dim=-1)
+
+
+def sparse_categorical_accuracy_values(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """Keras's sparse_categorical_accuracy per sample: class indices, also as a column."""
+    if class_column(y_pred, y_true):
+        y_true = y_true.squeeze(-1)
+    return y_pred.argmax(dim=-1) == y_true
+
+
+def _mean_of(values: MetricFn) -> MetricFn:
+    def metric(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return values(y_pred, y_true).mean(dtype=torch.float32)
+
+    metric.__name__ = values.__name__.removesuffix("_values")
+    return metric
+
+
+# Keras's names of the same metrics, logged under the name given, as Keras logs them
+binary_accuracy = _mean_of(binary_accuracy_values)
+categorical_accuracy = _mean_of(categorical_accuracy_values)
+sparse_categorical_accuracy = _mean_of(sparse_categorical_accuracy_values)
+
+METRICS: dict[str, MetricFn] = {
+    "accuracy": accuracy,
+    "acc": accuracy,
+    "binary_accuracy": binary_accuracy,
+    "categorical_accuracy": categorical_accuracy,
+    "sparse_categorical_accuracy": sparse_categorical_accuracy,
+    "mae": mae,
+    "mean_absolute_error": mae,
+    "mse": mse,
+    "mean_squared_error": mse,
+}
 # The per-sample values of the built-in metrics, which weighted_metrics weight.
 SAMPLEWISE: dict[MetricFn, MetricFn] = {
     accuracy: accuracy_values,
+    binary_accuracy: binary_accuracy_values,
+    categorical_accuracy: categorical_accuracy_values,
+    sparse_categorical_accuracy: sparse_categorical_accuracy_values,
     mae: absolute_errors,
     mse: squared_errors,
 }
