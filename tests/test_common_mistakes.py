@@ -509,3 +509,19 @@ def test_the_bar_of_a_resumed_epoch_continues_from_its_batch(tmp_path, capsys):
     resumed = terminal.getvalue().split("Epoch 2/2\n")[1]
     assert resumed.startswith("\r2/4 [==============>...............]"), resumed
     assert "1/4" not in resumed and resumed.rstrip().split("\r")[-1].startswith("4/4 [=====")
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+def test_integer_images_name_the_cast_to_float(layer):
+    # Keras casts inputs to float32; images kept as uint8 (MNIST's arrays) reach the model
+    images = torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8)
+    first = torch.nn.Flatten() if layer == "linear" else torch.nn.Conv2d(1, 2, 3)
+    model = torch.nn.Sequential(first, torch.nn.LazyLinear(3))
+    model(torch.zeros(1, 1, 8, 8))  # materialise the lazy layer
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), "cross_entropy")
+    with pytest.raises(TypeError, match=r"inputs of dtype torch.uint8.*x\.float\(\) / 255"):
+        trainer.fit(images, torch.randint(0, 3, (16,)), epochs=1, verbose=0)
+    # integer inputs a model takes as they are (token ids) still train
+    ids = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    tokens = Trainer(ids, torch.optim.SGD(ids.parameters(), lr=0.1), "cross_entropy")
+    tokens.fit(torch.randint(0, 10, (16, 2)), torch.randint(0, 3, (16,)), epochs=1, verbose=0)

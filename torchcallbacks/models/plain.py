@@ -47,7 +47,12 @@ class PlainKind(AutomaticOptimization):
             dtype = self.input_dtype
             if inputs.dtype is not dtype and inputs.is_floating_point() and dtype is not None:
                 inputs = inputs.to(dtype)
-            return module(inputs, **extra)
+            try:
+                return module(inputs, **extra)
+            except RuntimeError as error:  # torch's "mat1 and mat2 must have the same dtype"
+                if dtype is None or inputs.is_floating_point() or "type" not in str(error):
+                    raise
+                raise TypeError(_integer_inputs_message(inputs, dtype, error)) from error
         inputs = cast_floating(inputs, self.input_dtype)
         if isinstance(inputs, Mapping):
             return module(**inputs, **extra)
@@ -107,6 +112,16 @@ def _floating_dtype(module: torch.nn.Module) -> torch.dtype | None:
         if parameter.is_floating_point():
             return parameter.dtype
     return None
+
+
+def _integer_inputs_message(inputs: torch.Tensor, dtype: torch.dtype, error: Exception) -> str:
+    """Keras casts its inputs to float32; here integer inputs stay integers (token ids)."""
+    return (
+        f"The model failed on inputs of dtype {inputs.dtype} (its parameters are {dtype}): "
+        f"{error}. Integer inputs are passed as they are (token ids, indices); for images "
+        "stored as integers pass floats, e.g. x.float() / 255 (NumPy: x.astype('float32') "
+        "/ 255)."
+    )
 
 
 def _channels_last(inputs: Any) -> Any:
