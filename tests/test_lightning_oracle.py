@@ -614,6 +614,40 @@ def test_test_without_test_dataloader_is_refused_as_lightning_refuses_it():
     assert set(trainer.evaluate(ValidationDataOnly(), verbose=0, return_dict=True)) == {"test_loss"}
 
 
+class StepsOnTheLastBatch(L.LightningModule):
+    """Lightning's manual-optimization recipe: the scheduler steps on the epoch's last batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.layer = torch.nn.Linear(4, 2)
+        self.last = []
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(self.layer(x).pow(2).mean())
+        optimizer.step()
+        self.last.append(self.trainer.is_last_batch)
+        if self.trainer.is_last_batch:
+            self.lr_schedulers().step()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5)]
+
+
+def test_is_last_batch_as_in_lightning():
+    theirs, ours, _ = _fit_both(StepsOnTheLastBatch, samples=5)  # batches of 2, 2 and 1
+    assert ours.last == theirs.last == [False, False, True] * 2
+    _assert_same_weights(theirs, ours)
+    assert ours.trainer.num_devices == 1
+    unsized = Trainer(StepsOnTheLastBatch(), device="cpu")
+    with pytest.raises(TypeError, match="is_last_batch is not known for training data without"):
+        unsized.fit(iter([(torch.randn(2, 4),)] * 3), epochs=1, verbose=0)
+
+
 def test_estimated_stepping_batches_with_accumulation():
     module = Boring()
     trainer = Trainer(module, device="cpu", accumulate_grad_batches=2)

@@ -548,6 +548,10 @@ class MetricTracker:
         for _, metric in self.objective.stateful:
             metric.reset()
 
+    def metric_objects(self) -> list[str]:
+        """The names of the metric objects (their state is their own, not saved)."""
+        return [name for name, _ in self.objective.stateful]
+
     def update(self, values: list[torch.Tensor], batch_size: int) -> None:
         batch = torch.stack(values) if len(values) > 1 else values[0].reshape(1)
         if self.sums is None:

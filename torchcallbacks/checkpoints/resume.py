@@ -291,7 +291,7 @@ class ResumeState:
         # cover the batches after the resume.
         tracker.reset()
         tracker.load_state_dict(position["tracker"], self.trainer.device)
-        objects = [name for name, _ in tracker.objective.stateful]
+        objects = tracker.metric_objects()
         if objects and self.trainer.epoch_start_batch:
             warnings.warn(
                 f"Resuming inside epoch {self.trainer.current_epoch + 1}: the metric objects "

@@ -50,7 +50,8 @@ class ModelKind:
     # -- around the batches ----------------------------------------------------------------
     def tracker(self) -> Any:
         """A new epoch accumulator for the values the batch methods return: ``reset()``,
-        ``update(values, size)``, ``logs(reduce=None)``, ``state_dict()``/``load_state_dict``."""
+        ``update(values, size)``, ``logs(reduce=None)``, ``state_dict()``/``load_state_dict``,
+        ``metric_objects()`` (the names of those whose state is not saved)."""
         raise NotImplementedError
 
     def callbacks(self, training: bool, given: list[Any]) -> list[Any]:

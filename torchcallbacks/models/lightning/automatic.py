@@ -89,6 +89,7 @@ class AutomaticSteps:
         trainer = self.trainer
         if trainer.example_batch_inputs is None:
             trainer.example_batch_inputs = self._example_inputs(batch)
+        self.view.batch_index = batch_index
         log = StepLog(on_step=True, on_epoch=False)
         token = ACTIVE_LOG.set(log)
         try:

@@ -36,6 +36,10 @@ class LoggedTracker:
                 series.metric.reset()
         self.series = {}
 
+    def metric_objects(self) -> list[str]:
+        """The names of the metric objects logged (their state is their own, not saved)."""
+        return [name for name, series in self.series.items() if series.metric is not None]
+
     def update(self, values: list[tuple[str, Any, bool, bool, int | None]], size: int) -> None:
         for name, value, on_step, on_epoch, batch_size in values:
             series = self.series.get(name)

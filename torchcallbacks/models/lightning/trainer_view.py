@@ -26,10 +26,11 @@ class LightningTrainerView:
 
     Lightning's names that have a meaning here: ``current_epoch``, ``global_step``,
     ``max_epochs``, ``max_steps`` (-1), ``num_training_batches``,
-    ``estimated_stepping_batches``, ``accumulate_grad_batches``, ``gradient_clip_val``,
-    ``gradient_clip_algorithm``, ``global_rank``, ``local_rank``, ``world_size``,
-    ``is_global_zero``, ``optimizers``, ``lr_scheduler_configs``, ``strategy``,
-    ``precision_plugin``, ``lightning_module``, ``datamodule``,
+    ``estimated_stepping_batches``, ``is_last_batch``, ``accumulate_grad_batches``,
+    ``gradient_clip_val``, ``gradient_clip_algorithm``, ``global_rank``, ``local_rank``,
+    ``world_size``, ``num_devices``, ``is_global_zero``, ``optimizers``,
+    ``lr_scheduler_configs``, ``strategy``, ``precision_plugin``, ``lightning_module``,
+    ``datamodule``,
     ``training``/``validating``/``testing``/``predicting``, ``sanity_checking`` (always
     False: no sanity check runs), ``num_sanity_val_steps`` (0), ``should_stop`` (set it to
     stop `fit`), ``logger`` (None), ``loggers`` ([]), ``model`` (the module),
@@ -43,7 +44,7 @@ class LightningTrainerView:
     logger = None
     _OWN = frozenset(
         {"_trainer", "_kind", "stage", "max_epochs", "callback_metrics", "loggers",
-         "epochs_completed", "num_training_batches", "_before_fit"}
+         "epochs_completed", "num_training_batches", "_before_fit", "batch_index"}
     )  # fmt: skip
 
     def __init__(self, trainer: Trainer, kind: LightningKind) -> None:
@@ -56,6 +57,7 @@ class LightningTrainerView:
         self.callback_metrics: dict[str, Any] = {}
         self.loggers: list[Any] = []
         self._before_fit = False  # configure_optimizers at Trainer(model) time
+        self.batch_index = -1  # of the training batch being run
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self._OWN or isinstance(getattr(type(self), name, None), property):
@@ -154,6 +156,23 @@ class LightningTrainerView:
     @property
     def local_rank(self) -> int:
         return int(os.environ.get("LOCAL_RANK", 0))
+
+    @property
+    def num_devices(self) -> int:
+        """The processes on this machine (torchrun's ``--nproc_per_node``), 1 without it."""
+        return int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if self._trainer.world_size > 1 else 1
+
+    @property
+    def is_last_batch(self) -> bool:
+        """Whether the training batch being run is the epoch's last (Lightning's manual
+        optimization recipes step their schedulers on it)."""
+        if self.num_training_batches == math.inf:
+            raise TypeError(
+                "self.trainer.is_last_batch is not known for training data without a length "
+                "(an iterable or IterableDataset): pass steps_per_epoch= to fit, or step the "
+                "schedulers in on_train_epoch_end."
+            )
+        return self.batch_index + 1 >= self.num_training_batches
 
     @property
     def is_global_zero(self) -> bool:
