@@ -120,14 +120,17 @@ def main() -> None:
         position = torch.load(backup, weights_only=True)["training"]
         print(f"\nInterrupted: {interruption}. Backup: {backup}")
         print(
-            f"The backup continues at epoch {position['epoch'] + 1}, batch "
-            f"{position['batch'] + 1} (1-based), after {position['global_train_batch']} batches."
+            f"The backup goes on with epoch {position['epoch'] + 1} after its first "
+            f"{position['batch']} batch(es), {position['global_train_batch']} batches in all."
         )
         print("Running the same fit again (as a new process would) ...\n")
         rerun = SimulatedCrash(at_batch=0)
         history = train(args, out, rerun)
         epoch, batch = rerun.started_at
-        print(f"\nThe rerun started training at epoch {epoch + 1}, batch {batch + 1} (1-based).")
+        print(
+            f"\nThe rerun started training in epoch {epoch + 1} after its first {batch} "
+            "batch(es)."
+        )
     print(
         f"The last fit trained epochs {[e + 1 for e in history.epoch]}; backup "
         f"deleted: {not (out / 'backup' / 'latest.pt').exists()}; weights: {out / 'final.pt'}"

@@ -197,8 +197,11 @@ def check_resume(out: Path) -> None:
     # backup after batch 16 (epoch 3, batch 4).
     assert "a crash after batch 19" in printed
     assert "Interrupted: simulated crash after training batch 19" in printed
-    assert "The backup continues at epoch 3, batch 5 (1-based), after 16 batches." in printed
-    assert "The rerun started training at epoch 3, batch 5 (1-based)." in printed
+    assert (
+        "The backup goes on with epoch 3 after its first 4 batch(es), 16 batches in all." in printed
+    )
+    assert "Resuming from epoch 3, batch 4 (backup" in printed  # the library's own line
+    assert "The rerun started training in epoch 3 after its first 4 batch(es)." in printed
     assert not (out / "backup" / "latest.pt").exists()
 
     uninterrupted = out.parent / "uninterrupted"
