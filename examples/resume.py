@@ -128,8 +128,7 @@ def main() -> None:
         history = train(args, out, rerun)
         epoch, batch = rerun.started_at
         print(
-            f"\nThe rerun started training in epoch {epoch + 1} after its first {batch} "
-            "batch(es)."
+            f"\nThe rerun started training in epoch {epoch + 1} after its first {batch} batch(es)."
         )
     print(
         f"The last fit trained epochs {[e + 1 for e in history.epoch]}; backup "
