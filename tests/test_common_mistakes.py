@@ -525,3 +525,14 @@ def test_integer_images_name_the_cast_to_float(layer):
     ids = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(8, 3))
     tokens = Trainer(ids, torch.optim.SGD(ids.parameters(), lr=0.1), "cross_entropy")
     tokens.fit(torch.randint(0, 10, (16, 2)), torch.randint(0, 3, (16,)), epochs=1, verbose=0)
+
+
+def test_validation_split_beside_validation_data_warns_that_it_is_not_used():
+    model = torch.nn.Linear(4, 3)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), "cross_entropy")
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    with pytest.warns(UserWarning, match=r"validation_split=0.2 is not used: validation_data"):
+        history = trainer.fit(
+            x, y, epochs=1, validation_split=0.2, validation_data=(x[:5], y[:5]), verbose=0
+        )
+    assert "val_loss" in history.history  # validated on validation_data, as Keras does

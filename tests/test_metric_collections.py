@@ -255,3 +255,11 @@ def test_a_mid_epoch_resume_says_that_metric_objects_restart_empty(tmp_path):
                       r"\['multiclass_accuracy'\] restart empty.*first 2 batches"):  # fmt: skip
         history = run()
     assert len(history.history["loss"]) == 2  # the run went on
+
+
+def test_an_aggregator_given_as_a_metric_is_refused_naming_the_fix():
+    from torchmetrics.aggregation import MeanMetric
+
+    model = torch.nn.Linear(4, 1)
+    with pytest.raises(TypeError, match=r"MeanMetric aggregates.*targets taken as weights"):
+        Trainer(model, "sgd", "mse", metrics=[MeanMetric()])

@@ -157,6 +157,13 @@ def check_fit_arguments(trainer: Any, arguments: Mapping[str, Any]) -> None:
             "inputs and targets together as a Dataset, a DataLoader or (inputs, targets) "
             "batches."
         )
+    split = arguments["validation_split"]
+    if split and validation is not None:  # Keras ignores it without a word
+        warnings.warn(
+            f"validation_split={split!r} is not used: validation_data is given, and takes its "
+            "place (as in Keras). Pass only one of them.",
+            stacklevel=3,
+        )
     check_weights_reach(trainer, arguments["sample_weight"], arguments["class_weight"])
     check_optimizer_trains(trainer)
     if not isinstance(validation, tuple):

@@ -174,7 +174,7 @@ class StatefulMetric:
 
     def members(self) -> dict[str, Any]:
         """A ``MetricCollection``'s metrics by log key (empty for other metrics)."""
-        if not _is_collection(self.metric):
+        if not _is_torchmetrics(self.metric, "MetricCollection"):
             return {}
         items = self.metric.items(keep_base=False, copy_state=False)
         return {self.prefix + str(key): metric for key, metric in items}
@@ -198,10 +198,10 @@ class StatefulMetric:
             self.metric.reset()
 
 
-def _is_collection(metric: Any) -> bool:
-    """Whether ``metric`` is a torchmetrics ``MetricCollection`` (without importing it)."""
+def _is_torchmetrics(metric: Any, class_name: str) -> bool:
+    """Whether ``metric`` derives from torchmetrics' ``class_name`` (without importing it)."""
     return any(
-        cls.__name__ == "MetricCollection" and cls.__module__.split(".")[0] == "torchmetrics"
+        cls.__name__ == class_name and cls.__module__.split(".")[0] == "torchmetrics"
         for cls in type(metric).__mro__
     )
 
@@ -220,6 +220,14 @@ def _resolve_metric(metric: Any) -> MetricFn | StatefulMetric:
                 "pass a callable (y_pred, y_true) -> tensor, or a metric object."
             )
         return METRICS[metric]
+    if _is_torchmetrics(metric, "BaseAggregator"):  # MeanMetric, SumMetric, MaxMetric, ...
+        kind = type(metric).__name__
+        raise TypeError(
+            f"{kind} aggregates the values it is given, update(value, weight): as a metric it "
+            "would get update(y_pred, y_true), the targets taken as weights. Pass a callable "
+            "(y_pred, y_true) -> tensor instead (its batch values are averaged over the "
+            f"epoch), or update the {kind} yourself in a callback and add it to the logs."
+        )
     if _is_stateful(metric):
         return StatefulMetric(metric)
     if callable(metric):
