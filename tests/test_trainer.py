@@ -141,6 +141,26 @@ def test_keras_metric_names_compute_what_keras_computes_under_their_names():
     )
 
 
+def test_a_keras_metric_name_is_monitored_as_keras_monitors_it(tmp_path, capsys):
+    # the defaults (verbose="auto"), validation_split, and a checkpoint on the Keras name
+    from torchcallbacks import ModelCheckpoint
+
+    torch.manual_seed(0)
+    x = torch.randn(96, 4)
+    y = torch.randint(0, 2, (96, 1))  # labels as a column, as Keras's datasets give them
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Softmax(-1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=2.0)  # values that go up and down
+    trainer = Trainer(model, optimizer, "sparse_categorical_crossentropy",
+                      metrics=["sparse_categorical_accuracy"])  # fmt: skip
+    best = ModelCheckpoint(tmp_path / "best.pt", monitor="val_sparse_categorical_accuracy",
+                           save_best_only=True, save_weights_only=True)  # fmt: skip
+    history = trainer.fit(x, y, batch_size=8, epochs=6, validation_split=0.25, callbacks=[best])
+    accuracies = history.history["val_sparse_categorical_accuracy"]
+    assert max(accuracies) > accuracies[-1] and max(accuracies) > accuracies[0]
+    assert best.best_score == pytest.approx(max(accuracies))  # mode "auto": the highest
+    assert "sparse_categorical_accuracy:" in capsys.readouterr().out  # the progress bar
+
+
 def test_metric_objects_and_callables_named_in_logs(regression_data):
     x, y = regression_data
 
