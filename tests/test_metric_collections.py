@@ -179,6 +179,33 @@ def test_monitoring_a_collection_member_uses_its_declared_direction():
     assert stopping.monitor_op is numpy.greater
 
 
+def test_monitoring_a_key_of_a_dict_result_is_not_called_a_misspelling():
+    """A dict result's keys replace the metric's name only at its first compute: before it,
+    mode='auto' asks for the mode without calling the logged key unknown or suggesting the
+    metric's own name, which is never logged."""
+    from torchmetrics.classification import MulticlassSpecificity
+
+    def classwise():
+        specificity = MulticlassSpecificity(3, average=None)
+        return ClasswiseWrapper(specificity, labels=["a", "b", "c"], prefix="classwise_")
+
+    x, y = _data()
+    stopping = EarlyStopping(monitor="val_classwise_a", patience=5)
+    with pytest.raises(ValueError, match="Pass `mode='max'`") as raised:
+        _trainer([classwise()]).fit(x, y, epochs=1, verbose=0, callbacks=[stopping],
+                                    validation_split=0.25)  # fmt: skip
+    assert "misspelled" not in str(raised.value)
+    assert "not a metric this fit logs" not in str(raised.value)
+
+    stopping = EarlyStopping(monitor="val_classwise_a", mode="max", patience=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the key is in the logs
+        history = _trainer([classwise()]).fit(
+            x, y, epochs=1, verbose=0, callbacks=[stopping], validation_split=0.25
+        )
+    assert "val_classwise_a" in history.history
+
+
 def test_a_one_dimensional_target_goes_with_a_one_unit_output_as_for_the_loss():
     # a pandas Series or NumPy vector target for an (N, 1) regression output, as in Keras
     from torchmetrics.regression import MeanAbsoluteError, R2Score

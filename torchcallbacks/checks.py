@@ -311,8 +311,11 @@ def _name(loss: Any) -> str:
 def logged_names(trainer: Any) -> list[str]:
     """The names the logs of a fit will hold by the trainer's loss and metrics (and their
     ``val_`` forms); empty when not known before training (a LightningModule's ``self.log``,
-    losses per output before the first batch)."""
+    losses per output before the first batch, a metric object's dict result before its
+    first compute)."""
     objective = getattr(trainer, "objective", None)
+    if not getattr(objective, "names_known", True):
+        return []
     logged = list(getattr(objective, "log_names", []) or [])
     return logged + [f"val_{name}" for name in logged]
 

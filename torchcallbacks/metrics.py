@@ -164,12 +164,16 @@ class StatefulMetric:
         self.keras_style = hasattr(metric, "update_state")
         self.prefix = ""  # the output's, for a dict result's keys
         self.names: list[str] = []  # the log keys of its result
+        # Whether `names` are its log keys for sure: a collection's, or a computed result's
+        # (until then, a dict result's keys may replace the metric's own name).
+        self.names_known = False
 
     def name_as(self, prefix: str, name: str) -> list[str]:
         """The log keys of its result for an output's ``prefix``: ``prefix + name``, or a
         collection's own keys (the keys of a dict result replace them once it is computed)."""
         self.prefix = prefix
         self.names = list(self.members()) or [prefix + name]
+        self.names_known = bool(self.members())
         return self.names
 
     def members(self) -> dict[str, Any]:
@@ -379,8 +383,14 @@ class Objective:
             self.ratios += head.weighted.ratios
         # A metric object's own name may give way to the keys of a dict result (two
         # ClasswiseWrappers) at its first compute: only final names are checked for repeats.
-        provisional = {name for name, metric in self.stateful if not metric.members()}
+        provisional = {name for name, metric in self.stateful if not metric.names_known}
         _check_log_names(self.log_names, provisional)
+
+    @property
+    def names_known(self) -> bool:
+        """Whether `log_names` are the keys the logs will hold: not while a metric object
+        that may give a dict result (whose keys replace its name) has not yet given one."""
+        return all(metric.names_known for _, metric in self.stateful)
 
     def rename(self, expected: list[str], keys: list[str]) -> None:
         """Log a dict result's ``keys`` where its ``expected`` keys were (at its first
@@ -595,8 +605,10 @@ class MetricTracker:
                     self.objective.rename(metric.names or [name], list(entries))
                     metric.names = list(entries)
                 logs.update(entries)
+                metric.names_known = True
             else:
                 logs[name] = _plain(result)
+                metric.names_known = True
         return {name: logs[name] for name in self.objective.log_names if name in logs}
 
     def state_dict(self) -> dict[str, Any]:
