@@ -194,6 +194,22 @@ def test_resume_from_a_full_checkpoint_continues_its_run(store, tmp_path):
     assert client.get_run(first_run).info.status == "FINISHED"
 
 
+def test_run_arguments_that_would_not_be_used_are_refused_or_warned(store):
+    """run_id with a new run's name or experiment is refused; run_name beside an active
+    run (which the fit joins) warns, and no other run is started."""
+    for new_run in ({"run_name": "second"}, {"experiment_name": "other"}):
+        with pytest.raises(ValueError, match="logs into that existing run.*a new run's"):
+            MLflowLogger(run_id="0123456789abcdef0123456789abcdef", **new_run)
+    trainer, x, y = small_fit()
+    mlflow.set_tracking_uri(store)
+    with mlflow.start_run(run_name="active") as active:
+        with pytest.warns(UserWarning, match=f"is not used: .* active run {active.info.run_id}"):
+            trainer.fit(x, y, epochs=1, verbose=0, callbacks=[MLflowLogger(run_name="unused")])
+    client = MlflowClient(store)
+    assert [run.info.run_name for run in client.search_runs(["0"])] == ["active"]
+    assert [m.step for m in client.get_metric_history(active.info.run_id, "loss")] == [0]
+
+
 def test_bad_arguments_are_refused_before_training(store):
     with pytest.raises(ValueError, match="log_every_n_steps must be a positive number"):
         MLflowLogger(log_every_n_steps=0)

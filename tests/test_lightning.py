@@ -273,6 +273,16 @@ def test_an_optimizer_given_to_the_trainer_warns_that_configure_optimizers_is_no
     assert trainer.optimizer is adam
 
 
+def test_a_loss_given_with_a_module_that_has_steps_warns_that_the_steps_are_not_used():
+    """loss= makes the Trainer score forward's output: the module's steps are named."""
+    x, y = _data(16)
+    module = Classifier()
+    with pytest.warns(UserWarning, match=r"Classifier.training_step, .* are not used: with loss="):
+        trainer = Trainer(module, torch.optim.SGD(module.parameters(), lr=0.1), "cross_entropy")
+    history = trainer.fit(x, y, epochs=1, verbose=0)
+    assert list(history.history) == ["loss"]  # forward scored by loss=, no self.log values
+
+
 def test_missing_validation_step_and_metrics_argument_are_explained():
     class NoValidation(Classifier):
         validation_step = None

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback as LightningCallback
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from lightning.pytorch.callbacks import LearningRateMonitor
 from test_backup_and_restore import FailAt
-from test_lightning_oracle import GAN, Boring
+from test_lightning_oracle import GAN, Boring, lightning_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchcallbacks import BackupAndRestore, Trainer, load_checkpoint
@@ -153,6 +153,59 @@ def test_hooks_this_trainer_does_not_call_get_one_warning_naming_them():
         "lightning.Trainer(num_sanity_val_steps=0)))."
     ]
     assert failures == ["at the end of epoch 0"]
+
+
+@pytest.mark.parametrize(
+    ("hook", "run"),
+    [("on_fit_start", "fit"), ("on_train_end", "fit"), ("on_test_start", "test"),
+     ("on_test_end", "test"), ("on_predict_end", "predict")],
+)  # fmt: skip
+def test_on_exception_follows_a_failure_in_any_hook_of_the_run(hook, run):
+    """The callbacks' and the data module's on_exception, as lightning.Trainer calls them,
+    also when a start or end hook fails (outside the epochs and batches)."""
+
+    def fails(self, *args):
+        raise RuntimeError(hook)
+
+    class Recorder(LightningCallback):
+        def __init__(self):
+            self.seen = []
+
+        def on_exception(self, trainer, pl_module, exception):
+            self.seen.append(("callback", str(exception)))
+
+    class Data(L.LightningDataModule):
+        def __init__(self, recorder):
+            super().__init__()
+            self.recorder = recorder
+
+        def train_dataloader(self):
+            return DataLoader(torch.randn(8, 4), batch_size=4)
+
+        test_dataloader = predict_dataloader = train_dataloader
+
+        def on_exception(self, exception):
+            self.recorder.seen.append(("datamodule", str(exception)))
+
+    seen = []
+    for ours in (False, True):
+        recorder = Recorder()
+        module = type("Fails", (Boring,), {hook: fails})()
+        data = Data(recorder)
+        with pytest.raises(RuntimeError, match=hook):
+            if ours:
+                trainer = Trainer(module, device="cpu")
+                if run == "fit":
+                    trainer.fit(datamodule=data, epochs=1, verbose=0, callbacks=[recorder])
+                else:
+                    getattr(trainer, "evaluate" if run == "test" else run)(
+                        data, verbose=0, callbacks=[recorder]
+                    )
+            else:
+                trainer = lightning_trainer(max_epochs=1, callbacks=[recorder])
+                getattr(trainer, run)(module, datamodule=data)
+        seen.append(recorder.seen)
+    assert seen[1] == seen[0] == [("callback", hook), ("datamodule", hook)]
 
 
 def test_configure_callbacks_and_logging_where_lightning_forbids_it():

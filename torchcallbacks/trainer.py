@@ -248,50 +248,53 @@ class Trainer(TrainerMethods):
         self._maybe_compile()
 
         distributed.check_same_callbacks(callbacks.callbacks)  # before any collective
-        callbacks.on_train_begin({})
-        start_epoch, skip = initial_epoch, 0
-        resume, self._resume.pending = self._resume.pending, None
-        if resume is not None:
-            resume = distributed_checkpoint.for_this_rank(resume)  # its own RNG, accumulators
-            start_epoch, skip = self._resume.apply(resume, callbacks)
-        batch_hooks = callbacks.implements_batch_hooks("train")
-        self._batch_logs = callbacks.needs_batch_logs("train")
-        with expected_sync():  # once per fit: the ranks agree on per-batch stop checks
-            self._stop_each_batch = distributed.checks_stop_each_batch(callbacks, self.device)
-        epoch_logs: dict[str, Any] = {}
-        with preserved_modes(self._module):
-            if not self._module.training:  # else parts set to eval() (frozen) stay so
-                self._module.train()
-            try:
-                for epoch in range(start_epoch, epochs):
-                    self.current_epoch = epoch
-                    resuming = resume if skip else None
-                    self._resume.begin_epoch(resuming)
-                    callbacks.on_epoch_begin(epoch, {})
-                    self._train_epoch(epoch, train, callbacks, batch_hooks, steps, skip, resuming)
-                    skip = 0
-                    with expected_sync():
-                        epoch_logs = self._train_tracker.logs(self._reduce)
-                    if val is not None and _should_validate(epoch, validation_freq):
-                        val_logs = self._evaluation.evaluate(
-                            val, callbacks, validation_steps, "validate"
+        try:  # on_exception for a failure in any hook of the run, as in Lightning
+            callbacks.on_train_begin({})
+            start_epoch, skip = initial_epoch, 0
+            resume, self._resume.pending = self._resume.pending, None
+            if resume is not None:
+                resume = distributed_checkpoint.for_this_rank(resume)  # its own RNG, accumulators
+                start_epoch, skip = self._resume.apply(resume, callbacks)
+            batch_hooks = callbacks.implements_batch_hooks("train")
+            self._batch_logs = callbacks.needs_batch_logs("train")
+            with expected_sync():  # once per fit: the ranks agree on per-batch stop checks
+                self._stop_each_batch = distributed.checks_stop_each_batch(callbacks, self.device)
+            epoch_logs: dict[str, Any] = {}
+            with preserved_modes(self._module):
+                if not self._module.training:  # else parts set to eval() (frozen) stay so
+                    self._module.train()
+                try:
+                    for epoch in range(start_epoch, epochs):
+                        self.current_epoch = epoch
+                        resuming = resume if skip else None
+                        self._resume.begin_epoch(resuming)
+                        callbacks.on_epoch_begin(epoch, {})
+                        self._train_epoch(
+                            epoch, train, callbacks, batch_hooks, steps, skip, resuming
                         )
-                        epoch_logs.update(self._kind.validation_logs(val_logs))
-                    callbacks.on_epoch_end(epoch, epoch_logs)
-                    with expected_sync():
-                        stop = distributed.agree_stop(self.stop_training, self.device)
-                    if stop:
-                        self.stop_training = True
-                        break
-            except BaseException as error:
-                self._kind.on_exception(error)
-                raise
-            finally:
-                self._resume.in_epoch = False
-                self.class_weights = None
-        if self.ema is not None:
-            self.ema.copy_to_module()
-        callbacks.on_train_end(epoch_logs)
+                        skip = 0
+                        with expected_sync():
+                            epoch_logs = self._train_tracker.logs(self._reduce)
+                        if val is not None and _should_validate(epoch, validation_freq):
+                            val_logs = self._evaluation.evaluate(
+                                val, callbacks, validation_steps, "validate"
+                            )
+                            epoch_logs.update(self._kind.validation_logs(val_logs))
+                        callbacks.on_epoch_end(epoch, epoch_logs)
+                        with expected_sync():
+                            stop = distributed.agree_stop(self.stop_training, self.device)
+                        if stop:
+                            self.stop_training = True
+                            break
+                finally:
+                    self._resume.in_epoch = False
+                    self.class_weights = None
+            if self.ema is not None:
+                self.ema.copy_to_module()
+            callbacks.on_train_end(epoch_logs)
+        except BaseException as error:
+            self._kind.on_exception(error)
+            raise
         distributed_checkpoint.finish_saves()
         self._callbacks = None
         return self.history  # type: ignore[return-value]

@@ -42,9 +42,11 @@ class MLflowLogger(Callback):
 
     Which run:
 
-    - ``run_id`` given: that run (it must exist; it is left open at the end).
+    - ``run_id`` given: that run (it must exist; it is left open at the end); with
+      ``experiment_name`` or ``run_name``, refused.
     - else, with neither ``tracking_uri`` nor ``experiment_name`` given, the active run
-      (``with mlflow.start_run(): trainer.fit(...)``), left for its ``with`` block to end;
+      (``with mlflow.start_run(): trainer.fit(...)``), left for its ``with`` block to end
+      (a ``run_name`` given then warns that it is not used);
     - else a new run named ``run_name`` in ``experiment_name`` (created if needed; with no
       name, the experiment ``mlflow.start_run()`` would use, or ``"Default"`` on another
       ``tracking_uri``), ended as ``FINISHED`` when the fit ends. Each fit starts its own.
@@ -123,6 +125,12 @@ class MLflowLogger(Callback):
                 "log_every_n_steps must be a positive number of training batches, or None to "
                 f"log epoch values only; got {log_every_n_steps!r}"
             )
+        if run_id is not None and (experiment_name is not None or run_name is not None):
+            raise ValueError(
+                f"MLflowLogger(run_id={run_id!r}) logs into that existing run; experiment_name "
+                "and run_name are a new run's settings and would not be used: give run_id, or "
+                "experiment_name/run_name for a new run."
+            )
         if not isinstance(log_model, bool | Mapping):
             raise TypeError(
                 "log_model must be True, False or a dict of mlflow.pytorch.log_model "
@@ -192,6 +200,13 @@ class MLflowLogger(Callback):
             return self._given_run_id, None
         active = self._mlflow.active_run()
         if active is not None and self.tracking_uri is None and self.experiment_name is None:
+            if self.run_name is not None:
+                warnings.warn(
+                    f"MLflowLogger(run_name={self.run_name!r}) is not used: the fit logs into "
+                    f"the active run {active.info.run_id} (name it in mlflow.start_run("
+                    "run_name=...)), or give experiment_name= to start a new run.",
+                    stacklevel=3,
+                )
             return active.info.run_id, None
         if self.experiment_name is not None:
             experiment = client.get_experiment_by_name(self.experiment_name)

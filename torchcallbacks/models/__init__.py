@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -28,6 +29,16 @@ def kind_for(module: torch.nn.Module, loss: Any) -> type[ModelKind]:
     False``) or only evaluation or prediction steps (a module for `predict` or `evaluate`
     alone), else `OwnLossKind` (the module returns its own loss)."""
     if loss is not None:
+        owner = type(module).__name__
+        steps = [f"{owner}.{step}" for step in _STEPS if user_method(module, step) is not None]
+        if steps:
+            warnings.warn(
+                f"{', '.join(steps)} {'is' if len(steps) == 1 else 'are'} not used: with loss= the "
+                "Trainer scores the module's forward output itself (and configure_optimizers, "
+                "self.log and the Lightning hooks are not called either). Leave loss= out to "
+                "train with the module's steps.",
+                stacklevel=3,
+            )
         return PlainKind
     if any(user_method(module, step) is not None for step in _STEPS):
         manual = getattr(module, "automatic_optimization", True) is False

@@ -173,8 +173,23 @@ class Stages:
             with super().evaluation_mode(module, stage):  # type: ignore[misc]
                 yield
             return
+        if self.view.stage == "train":  # fit's validation: fit reports its exceptions
+            with self._stage_run(module, stage, in_fit=True):
+                yield
+            return
+        try:
+            with self._stage_run(module, stage, in_fit=False):
+                yield
+        except BaseException as error:  # from any hook of the run, as in Lightning
+            self.on_exception(error)
+            raise
+
+    @contextlib.contextmanager
+    def _stage_run(
+        self: LightningKind, module: torch.nn.Module, stage: str, in_fit: bool
+    ) -> Iterator[None]:
+        """A validation, test or predict run: its stage, hooks and the module's modes."""
         view = self.view
-        in_fit = view.stage == "train"
         name = self.test_stage if stage == "test" else _EVALUATION[stage]
         lightning_stage = "validate" if name == "validation" else name
         if not in_fit:
@@ -198,12 +213,7 @@ class Stages:
             self.opening_entries = self.run_hook(f"on_{name}_start", logs)
             self.opening_entries += self.run_hook(f"on_{name}_epoch_start", logs)
             self.pending_epoch_end = f"on_{name}_epoch_end"
-            try:
-                yield
-            except BaseException as error:
-                if not in_fit:  # (in fit, fit reports it)
-                    self.on_exception(error)
-                raise
+            yield
             if not logs:  # (evaluation's epoch end ran when its logs were read)
                 self.run_hook("on_predict_epoch_end", logs=False)
             self.run_hook(f"on_{name}_end", logs=False)
