@@ -455,9 +455,8 @@ def validation_batches(
     takes; None without validation data."""
     if validation_data is None:
         return None
-    if isinstance(validation_data, list) and len(validation_data) in (2, 3):
-        if all(_is_array(part) for part in validation_data):  # Keras's [x_val, y_val]
-            validation_data = tuple(validation_data)
+    if isinstance(validation_data, list) and _is_keras_pair(validation_data):
+        validation_data = tuple(validation_data)
     if isinstance(validation_data, tuple) and len(validation_data) in (2, 3):
         x_val, y_val, weights = (*validation_data, None)[:3]
         return make_batches(
@@ -470,6 +469,16 @@ def validation_batches(
             f"{len(validation_data)} items."
         )
     return make_batches(validation_data, None, batch_size, False, device, rank, world_size)
+
+
+def _is_keras_pair(parts: list[Any]) -> bool:
+    """Whether a list given as ``validation_data`` is Keras's ``[x_val, y_val]`` (or with
+    ``sample_weight``), whose inputs or targets may be lists or dicts of arrays, rather than
+    a list of batches: batches are all of one kind (``(inputs, targets)`` pairs or dicts),
+    never a bare array."""
+    if len(parts) not in (2, 3) or not all(is_array_like(part) for part in parts):
+        return False
+    return any(_is_array(part) for part in parts) or len({type(part) for part in parts}) > 1
 
 
 def batch_count(batches: TensorBatches | LoaderBatches) -> int | None:
