@@ -78,6 +78,21 @@ def test_pandas_non_numeric_columns_are_named():
         Trainer(classifier(5), "adam", "cross_entropy").fit(features, labels, verbose=0)
 
 
+def test_data_that_is_missing_or_not_data_is_refused_by_the_method_given_it():
+    trainer = Trainer(classifier(), "adam", "cross_entropy")
+    with pytest.raises(TypeError, match=r"^evaluate needs the data: evaluate\(x, y"):
+        trainer.evaluate(None, verbose=0)
+    with pytest.raises(TypeError, match=r"^predict needs the inputs: predict\(x"):
+        trainer.predict(None, verbose=0)
+    with pytest.raises(TypeError, match=r"^fit needs the training data"):
+        trainer.fit(None, verbose=0)
+    # a path is not data (its characters would be taken as batches)
+    with pytest.raises(TypeError, match=r"the str 'data\.csv'.*pandas\.read_csv"):
+        trainer.predict("data.csv", verbose=0)
+    with pytest.raises(TypeError, match=r"cannot make batches of a float: pass a DataLoader"):
+        trainer.evaluate(3.0, verbose=0)
+
+
 def test_a_python_list_of_labels_is_refused_naming_the_array_to_pass():
     x = torch.randn(8, 4)
     with pytest.raises(TypeError, match=r"list of 8 numbers.*np\.asarray\(values\)"):

@@ -435,11 +435,17 @@ def make_batches(
             "DataLoader (e.g. over a ConcatDataset of their datasets), or evaluate each "
             "loader in its own call."
         )
+    if isinstance(x, str | bytes):  # iterable, but its characters are no batches
+        raise TypeError(
+            f"got the {type(x).__name__} {x!r} where data is taken: load a file first (e.g. "
+            "pandas.read_csv(path) or numpy.load(path)) and pass the arrays."
+        )
     if isinstance(x, Iterable):
         return LoaderBatches(x, device)
     raise TypeError(
-        f"cannot train on {type(x).__name__}: pass a DataLoader, a Dataset, tensors or NumPy "
-        "arrays with y, or an iterable of (inputs, targets) batches."
+        f"cannot make batches of a {type(x).__name__}: pass a DataLoader, a Dataset, tensors "
+        "or NumPy arrays (with y to train or evaluate), or an iterable of (inputs, targets) "
+        "batches."
     )
 
 
