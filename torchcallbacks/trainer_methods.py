@@ -150,7 +150,7 @@ class TrainerMethods:
         if ckpt_path is not None:
             self.load_weights(ckpt_path)
         verbosity = "auto" if verbose else 0
-        return [self._evaluate(data, None, 32, verbosity, None, None, None, stage)]
+        return [self._evaluate(data, None, None, verbosity, None, None, None, stage)]
 
     def _data_of(
         self: Trainer, x: Any, stage: str, validation_data: Any = None, datamodule: Any = None

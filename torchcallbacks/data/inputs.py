@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    Sampler,
+    Subset,
+)
 
 from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.overrides import user_method
@@ -382,7 +389,10 @@ def make_batches(
     sample_weight: Any = None,
 ) -> TensorBatches | LoaderBatches:
     """Pick the adapter for ``x`` (see module docstring). Distributed, ``training`` data is
-    sharded in equal lengths (padded), other data without padding."""
+    sharded in equal lengths (padded), other data without padding. An IterableDataset is
+    batched with ``batch_size`` when one is given (its items are samples, as a DataLoader
+    takes them); without one, its items are the batches."""
+    batch_size_given = batch_size is not None
     batch_size = 32 if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
@@ -399,6 +409,13 @@ def make_batches(
         raise ValueError(
             f"y is only accepted with tensor or NumPy inputs; x is a {type(x).__name__}, whose "
             "batches must already be (inputs, targets) pairs."
+        )
+    if isinstance(x, IterableDataset) and batch_size_given:
+        x = DataLoader(
+            x,
+            batch_size=batch_size,
+            generator=torch.Generator() if generator is None else generator,
+            pin_memory=device.type == "cuda",
         )
     if isinstance(x, DataLoader):
         batches = LoaderBatches(x, device)
