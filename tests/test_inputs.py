@@ -78,6 +78,21 @@ def test_pandas_non_numeric_columns_are_named():
         Trainer(classifier(5), "adam", "cross_entropy").fit(features, labels, verbose=0)
 
 
+def test_data_that_is_missing_or_not_data_is_refused_by_the_method_given_it():
+    trainer = Trainer(classifier(), "adam", "cross_entropy")
+    with pytest.raises(TypeError, match=r"^evaluate needs the data: evaluate\(x, y"):
+        trainer.evaluate(None, verbose=0)
+    with pytest.raises(TypeError, match=r"^predict needs the inputs: predict\(x"):
+        trainer.predict(None, verbose=0)
+    with pytest.raises(TypeError, match=r"^fit needs the training data"):
+        trainer.fit(None, verbose=0)
+    # a path is not data (its characters would be taken as batches)
+    with pytest.raises(TypeError, match=r"the str 'data\.csv'.*pandas\.read_csv"):
+        trainer.predict("data.csv", verbose=0)
+    with pytest.raises(TypeError, match=r"cannot make batches of a float: pass a DataLoader"):
+        trainer.evaluate(3.0, verbose=0)
+
+
 def test_a_python_list_of_labels_is_refused_naming_the_array_to_pass():
     x = torch.randn(8, 4)
     with pytest.raises(TypeError, match=r"list of 8 numbers.*np\.asarray\(values\)"):
@@ -326,3 +341,36 @@ def test_predict_on_dict_batches_leaves_their_labels_out():
         expected = model(x)
     assert torch.allclose(trainer.predict(loader, verbose=0), expected)
     assert torch.allclose(trainer.predict_on_batch(next(iter(loader))), expected[:8])
+
+
+class SampleStream(torch.utils.data.IterableDataset):
+    """A streaming dataset: one ``(features, target)`` sample at a time, as torch's
+    IterableDatasets yield them for a DataLoader to batch."""
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(40):
+            x = torch.randn(4, generator=generator)
+            yield x, x.sum(0, keepdim=True)
+
+
+def test_an_iterable_dataset_given_a_batch_size_is_batched_with_it():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    expected = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(expected.parameters(), lr=0.1)
+    for x, y in DataLoader(SampleStream(), batch_size=8):  # the hand loop
+        optimizer.zero_grad()
+        F.mse_loss(expected(x), y).backward()
+        optimizer.step()
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), "mse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the batch size is used: no warning that it is not
+        history = trainer.fit(SampleStream(), batch_size=8, verbose=0)
+    assert torch.equal(model.weight, expected.weight) and torch.equal(model.bias, expected.bias)
+    batched = DataLoader(SampleStream(), batch_size=10)
+    assert trainer.evaluate(SampleStream(), batch_size=10, verbose=0) == pytest.approx(
+        trainer.evaluate(batched, verbose=0), rel=1e-6
+    )
+    assert trainer.predict(SampleStream(), batch_size=10, verbose=0).shape == (40, 1)
+    assert len(history.history["loss"]) == 1

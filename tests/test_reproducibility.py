@@ -63,7 +63,7 @@ def test_a_dropout_model_ends_with_the_weights_of_the_hand_loop_for_every_kind_o
         validation = TensorDataset(x, y) if name == "a Dataset" else (x, y)
         trainer.fit(
             *args,
-            batch_size=BATCH,
+            batch_size=None if name == "a DataLoader" else BATCH,  # the loader has its own
             epochs=EPOCHS,
             shuffle=False,
             validation_data=validation,

@@ -49,6 +49,28 @@ def test_validation_data_as_a_list_of_arrays_is_the_pair_as_in_keras(regression_
     assert history.history["val_loss"][0] == pytest.approx(trainer.evaluate(x, y, verbose=0))
 
 
+def test_validation_data_as_a_list_with_several_inputs_or_outputs_is_the_pair_as_in_keras():
+    generator = torch.Generator().manual_seed(4)
+    text, numeric = torch.randn(20, 4, generator=generator), torch.randn(20, 4, generator=generator)
+    priority = torch.randint(0, 2, (20, 1), generator=generator).float()
+    department = torch.randint(0, 3, (20,), generator=generator)
+    trainer = Trainer(TwoHeads(as_dict=False), "sgd", ["binary_crossentropy", "cross_entropy"])
+    expected = trainer.evaluate((text, numeric), (priority, department), verbose=0)
+    pairs = {  # Keras's [x_val, y_val] with a list of inputs, and with a list of targets
+        "several inputs": [[text, numeric], (priority, department)],
+        "several inputs and outputs": [(text, numeric), [priority, department]],
+        "dict inputs": [{"text": text, "numeric": numeric}, (priority, department)],
+    }
+    for name, validation_data in pairs.items():
+        history = trainer.fit(
+            (text, numeric), (priority, department), epochs=1, verbose=0,
+            validation_data=validation_data,
+        )  # fmt: skip
+        evaluated = trainer.evaluate((text, numeric), (priority, department), verbose=0)
+        assert history.history["val_loss"][0] == pytest.approx(evaluated[0], rel=1e-6), name
+        assert evaluated != expected  # each fit trained: the val_loss is after the epoch
+
+
 def test_steps_per_epoch_and_validation_steps(regression_data):
     x, y = regression_data
     counted = []

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from torchcallbacks.data.inputs import is_array_like, pandas_as_numpy
 from torchcallbacks.metrics import METRICS
@@ -211,7 +211,9 @@ def warn_unused_batch_size(
     dataset. Tensors, arrays and Datasets are batched with it."""
     if batch_size is None or data is None or is_array_like(data):
         return
-    if isinstance(data, Dataset) and hasattr(data, "__len__"):
+    if isinstance(data, IterableDataset) or (
+        isinstance(data, Dataset) and hasattr(data, "__len__")
+    ):
         return
     own = getattr(data, "batch_size", None)
     batches = f"batches of {own}" if isinstance(own, int) else "batches"

@@ -28,6 +28,14 @@ if TYPE_CHECKING:
     from torchcallbacks.trainer import Trainer
 
 
+# What `_data_of` says when a method is given no data (`evaluate` runs the "test" stage).
+_MISSING_DATA = {
+    "fit": "fit needs the training data: fit(x, y, ...) or fit(datamodule=...).",
+    "test": "evaluate needs the data: evaluate(x, y, ...) or evaluate(loader).",
+    "predict": "predict needs the inputs: predict(x) or predict(loader).",
+}
+
+
 class TrainerMethods:
     """`Trainer`'s methods outside its loops (see the module docstring)."""
 
@@ -142,7 +150,7 @@ class TrainerMethods:
         if ckpt_path is not None:
             self.load_weights(ckpt_path)
         verbosity = "auto" if verbose else 0
-        return [self._evaluate(data, None, 32, verbosity, None, None, None, stage)]
+        return [self._evaluate(data, None, None, verbosity, None, None, None, stage)]
 
     def _data_of(
         self: Trainer, x: Any, stage: str, validation_data: Any = None, datamodule: Any = None
@@ -154,7 +162,7 @@ class TrainerMethods:
                 raise ValueError("Pass either the data (x) or datamodule=, not both.")
             x = datamodule
         if x is None:
-            raise TypeError("fit needs the training data: fit(x, y, ...) or fit(datamodule=...).")
+            raise TypeError(_MISSING_DATA[stage])
         data, validation_data = from_data_module(x, stage, validation_data)
         self._data_source = x if data is not x else None
         self.datamodule = None if self._data_source is self.model else self._data_source

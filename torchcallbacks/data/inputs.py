@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    Sampler,
+    Subset,
+)
 
 from torchcallbacks.distributed import process_group as distributed
 from torchcallbacks.overrides import user_method
@@ -382,7 +389,10 @@ def make_batches(
     sample_weight: Any = None,
 ) -> TensorBatches | LoaderBatches:
     """Pick the adapter for ``x`` (see module docstring). Distributed, ``training`` data is
-    sharded in equal lengths (padded), other data without padding."""
+    sharded in equal lengths (padded), other data without padding. An IterableDataset is
+    batched with ``batch_size`` when one is given (its items are samples, as a DataLoader
+    takes them); without one, its items are the batches."""
+    batch_size_given = batch_size is not None
     batch_size = 32 if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
@@ -399,6 +409,13 @@ def make_batches(
         raise ValueError(
             f"y is only accepted with tensor or NumPy inputs; x is a {type(x).__name__}, whose "
             "batches must already be (inputs, targets) pairs."
+        )
+    if isinstance(x, IterableDataset) and batch_size_given:
+        x = DataLoader(
+            x,
+            batch_size=batch_size,
+            generator=torch.Generator() if generator is None else generator,
+            pin_memory=device.type == "cuda",
         )
     if isinstance(x, DataLoader):
         batches = LoaderBatches(x, device)
@@ -435,11 +452,17 @@ def make_batches(
             "DataLoader (e.g. over a ConcatDataset of their datasets), or evaluate each "
             "loader in its own call."
         )
+    if isinstance(x, str | bytes):  # iterable, but its characters are no batches
+        raise TypeError(
+            f"got the {type(x).__name__} {x!r} where data is taken: load a file first (e.g. "
+            "pandas.read_csv(path) or numpy.load(path)) and pass the arrays."
+        )
     if isinstance(x, Iterable):
         return LoaderBatches(x, device)
     raise TypeError(
-        f"cannot train on {type(x).__name__}: pass a DataLoader, a Dataset, tensors or NumPy "
-        "arrays with y, or an iterable of (inputs, targets) batches."
+        f"cannot make batches of a {type(x).__name__}: pass a DataLoader, a Dataset, tensors "
+        "or NumPy arrays (with y to train or evaluate), or an iterable of (inputs, targets) "
+        "batches."
     )
 
 
@@ -455,9 +478,8 @@ def validation_batches(
     takes; None without validation data."""
     if validation_data is None:
         return None
-    if isinstance(validation_data, list) and len(validation_data) in (2, 3):
-        if all(_is_array(part) for part in validation_data):  # Keras's [x_val, y_val]
-            validation_data = tuple(validation_data)
+    if isinstance(validation_data, list) and _is_keras_pair(validation_data):
+        validation_data = tuple(validation_data)
     if isinstance(validation_data, tuple) and len(validation_data) in (2, 3):
         x_val, y_val, weights = (*validation_data, None)[:3]
         return make_batches(
@@ -470,6 +492,16 @@ def validation_batches(
             f"{len(validation_data)} items."
         )
     return make_batches(validation_data, None, batch_size, False, device, rank, world_size)
+
+
+def _is_keras_pair(parts: list[Any]) -> bool:
+    """Whether a list given as ``validation_data`` is Keras's ``[x_val, y_val]`` (or with
+    ``sample_weight``), whose inputs or targets may be lists or dicts of arrays, rather than
+    a list of batches: batches are all of one kind (``(inputs, targets)`` pairs or dicts),
+    never a bare array."""
+    if len(parts) not in (2, 3) or not all(is_array_like(part) for part in parts):
+        return False
+    return any(_is_array(part) for part in parts) or len({type(part) for part in parts}) > 1
 
 
 def batch_count(batches: TensorBatches | LoaderBatches) -> int | None:
